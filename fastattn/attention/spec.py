@@ -1,0 +1,59 @@
+"""The attributes of one ``fastattn::Attention`` op: which keys each query may see.
+
+The contract (see docs/attention_op.md) in one place, torch-free:
+
+* keys are numbered 0..L-1 over the whole cache (past + new); the S queries are the
+  last S positions, L-S..L-1 (bottom-right aligned, as in a KV-cached decoder);
+* ``causal``: a query at position p sees keys j <= p;
+* ``window`` W > 0: a query sees keys with |p - j| < W, i.e. W keys including itself
+  when causal (the Hugging Face ``sliding_window`` convention), W-1 on each side
+  otherwise; 0 means unbounded;
+* ``global_tokens`` G > 0 (only meaningful with a window): keys 0..G-1 are seen by every
+  query and queries 0..G-1 see every key, still subject to ``causal``;
+* a query that can see no key at all (every key padded away) outputs zeros.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    num_heads: int
+    kv_num_heads: int
+    causal: bool = False
+    window: int = 0
+    global_tokens: int = 0
+    scale: float = 0.0  # 0 = 1/sqrt(head_size)
+
+    def __post_init__(self) -> None:
+        if self.num_heads <= 0 or self.kv_num_heads <= 0 or self.num_heads % self.kv_num_heads:
+            raise ValueError(
+                f"kv_num_heads ({self.kv_num_heads}) must be positive and divide num_heads ({self.num_heads})"
+            )
+        if self.window < 0 or self.global_tokens < 0:
+            raise ValueError("window and global_tokens must be >= 0")
+        if self.global_tokens and not self.window:
+            raise ValueError("global_tokens needs a window (with no window every token is already global)")
+
+    @property
+    def group_size(self) -> int:
+        """Query heads per key/value head (1 = MHA, num_heads = MQA)."""
+        return self.num_heads // self.kv_num_heads
+
+    @property
+    def kind(self) -> str:
+        """A short human name: full, causal, sliding, global_local."""
+        if self.global_tokens:
+            return "global_local"
+        if self.window:
+            return "sliding"
+        return "causal" if self.causal else "full"
+
+    def head_scale(self, head_size: int) -> float:
+        return self.scale or 1.0 / math.sqrt(head_size)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

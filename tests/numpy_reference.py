@@ -1,0 +1,39 @@
+"""An independent NumPy statement of the fastattn attention contract: dense, masked, slow, obvious."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def attention(q, k, v, past_k, past_v, key_mask, num_heads, kv_heads, causal=False, window=0, global_tokens=0, scale=0.0):
+    """Packed (B,S,H*D) q/k/v, (B,Hkv,P,D) past or None, (B,P+T) mask or None -> (out, present_k, present_v)."""
+    B, S, _ = q.shape
+    T = k.shape[1]
+    qh = q.reshape(B, S, num_heads, -1).transpose(0, 2, 1, 3).astype(np.float64)
+    kh = k.reshape(B, T, kv_heads, -1).transpose(0, 2, 1, 3)
+    vh = v.reshape(B, T, kv_heads, -1).transpose(0, 2, 1, 3)
+    if past_k is not None:
+        kh, vh = np.concatenate([past_k, kh], 2), np.concatenate([past_v, vh], 2)
+    L, D = kh.shape[2], kh.shape[3]
+    group = num_heads // kv_heads
+    kr, vr = np.repeat(kh, group, 1).astype(np.float64), np.repeat(vh, group, 1).astype(np.float64)
+    scores = qh @ kr.transpose(0, 1, 3, 2) * (scale or 1 / np.sqrt(D))
+    qp, kp = np.arange(L - S, L)[:, None], np.arange(L)[None]
+    ok = np.ones((S, L), bool)
+    if causal:
+        ok &= kp <= qp
+    if window:
+        near = np.abs(qp - kp) < window
+        if global_tokens:
+            near |= (kp < global_tokens) | (qp < global_tokens)
+        ok &= near
+    ok = np.broadcast_to(ok, (B, 1, S, L))
+    if key_mask is not None:
+        ok = ok & key_mask.astype(bool)[:, None, None, :]
+    scores = np.where(ok, scores, -np.inf)
+    top = scores.max(-1, keepdims=True)
+    e = np.exp(scores - np.where(np.isfinite(top), top, 0)) * ok
+    den = e.sum(-1, keepdims=True)
+    p = np.where(den > 0, e / np.where(den > 0, den, 1), 0)
+    out = (p @ vr).transpose(0, 2, 1, 3).reshape(B, S, -1)
+    return out.astype(q.dtype), kh, vh
