@@ -171,11 +171,12 @@ def attach_functions(model: ir.Model) -> int:
         used.add(node.overload)
         count += 1
     if count:
+        opset = model.opset_imports.setdefault("", 18)
         for proto in function_protos(used):
             fn = ir.serde.deserialize_function(proto)
+            fn.opset_imports[""] = opset  # the bodies use ops unchanged from opset 18 on
             model.functions[fn.identifier()] = fn
         model.opset_imports.setdefault(DOMAIN, VERSION)
-        model.opset_imports.setdefault("", 18)
         model.ir_version = max(model.ir_version or 0, 10)  # overloads need IR v10
     return count
 
