@@ -9,6 +9,7 @@ keep their names in the ONNX model.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import re
 import warnings
@@ -39,7 +40,7 @@ def capture(graph: GraphDef, opset: int = DEFAULT_OPSET) -> ir.Model:
                 graph.module,
                 args,
                 dynamo=True,
-                dynamic_shapes=None if is_program else _dynamic_shapes(graph.inputs),
+                dynamic_shapes=None if is_program else _bind(graph.module, _dynamic_shapes(graph.inputs)),
                 custom_translation_table={ATTENTION_OP: translate},
                 input_names=[s.name for s in graph.inputs],
                 output_names=[s.name for s in graph.outputs],
@@ -76,6 +77,18 @@ def _dynamic_shapes(specs: list[TensorSpec]) -> tuple:
                 axes[axis] = dims[d]
         shapes.append(axes or None)
     return tuple(shapes)
+
+
+def _bind(module: torch.nn.Module, shapes: tuple) -> tuple:
+    """Shape the per-input dynamic shapes like ``forward``'s signature (``*args`` takes a nested tuple)."""
+    params = list(inspect.signature(module.forward).parameters.values())
+    bound: list = []
+    for i, param in enumerate(params):
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            return (*bound, tuple(shapes[i:]))
+        if i < len(shapes):
+            bound.append(shapes[i])
+    return tuple(bound)
 
 
 def _name_dims(values, specs: list[TensorSpec]) -> None:

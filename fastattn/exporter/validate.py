@@ -1,0 +1,256 @@
+"""Validation: PyTorch and ONNX Runtime on the same inputs, at shapes other than the traced ones.
+
+Each graph is checked over a list of cases (dim sizes, padded or not). Graphs with a
+cache are also run as a decoder runs: a prefill from an empty cache, then single-token
+steps, each side feeding its own ``present`` back as ``past``. Every output gets max
+abs error, max rel error (max abs error over the largest |reference| value), mean abs
+error and cosine similarity; the worst over the steps of a case is kept.
+
+An output passes when ``max_abs <= atol + rtol·max|ref|`` and ``cosine >= min_cosine``,
+and NaNs appear in the same places. A failure is an error for the caller to raise.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+
+import numpy as np
+import torch
+
+from fastattn.exporter.graphs import GraphDef
+from fastattn.runtime.samples import sample_inputs
+
+log = logging.getLogger(__name__)
+
+Arrays = dict[str, np.ndarray]
+Runner = Callable[[Mapping[str, np.ndarray]], Arrays]
+
+
+class Precision(str, Enum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+    INT4 = "int4"
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float
+    rtol: float  # relative to the largest |reference| value of the output
+    min_cosine: float
+
+
+TOLERANCES = {
+    Precision.FP32: Tolerance(atol=1e-5, rtol=1e-4, min_cosine=0.99999),
+    Precision.FP16: Tolerance(atol=1e-3, rtol=1e-2, min_cosine=0.999),
+    Precision.INT8: Tolerance(atol=1e-2, rtol=0.1, min_cosine=0.99),
+    Precision.INT4: Tolerance(atol=1e-2, rtol=0.15, min_cosine=0.98),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One validation run of a graph: dim sizes, padding, and decode steps after the first call."""
+
+    graph: str
+    sizes: dict[str, int]
+    padded: bool = False
+    steps: int = 0
+
+    @property
+    def name(self) -> str:
+        dims = " ".join(f"{k}={v}" for k, v in self.sizes.items())
+        return dims + (" padded" if self.padded else "") + (f" +{self.steps} decode steps" if self.steps else "")
+
+
+@dataclass
+class OutputStats:
+    name: str
+    max_abs: float
+    max_rel: float
+    mean_abs: float
+    cosine: float
+    passed: bool
+    note: str = ""
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    outputs: list[OutputStats]
+
+    @property
+    def passed(self) -> bool:
+        return all(o.passed for o in self.outputs)
+
+
+@dataclass
+class ValidationResult:
+    tolerance: Tolerance
+    precision: Precision
+    cases: list[CaseResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.cases) and all(c.passed for c in self.cases)
+
+    def failures(self) -> list[tuple[Case, OutputStats]]:
+        return [(c.case, o) for c in self.cases for o in c.outputs if not o.passed]
+
+    def worst(self) -> OutputStats | None:
+        """The output with the largest error relative to its tolerance."""
+        stats = [o for c in self.cases for o in c.outputs]
+        return max(stats, key=lambda o: o.max_rel, default=None)
+
+    def to_dict(self) -> dict:
+        return {
+            "passed": self.passed,
+            "precision": self.precision.value,
+            "tolerance": asdict(self.tolerance),
+            "cases": [
+                {"graph": c.case.graph, "case": c.case.name, "sizes": c.case.sizes, "padded": c.case.padded,
+                 "decode_steps": c.case.steps, "passed": c.passed, "outputs": [asdict(o) for o in c.outputs]}
+                for c in self.cases
+            ],
+        }  # fmt: skip
+
+
+def compare(name: str, got: np.ndarray, want: np.ndarray, tol: Tolerance) -> OutputStats:
+    """Error statistics of one output against its reference."""
+    if got.shape != want.shape:
+        return OutputStats(name, float("inf"), float("inf"), float("inf"), 0.0, False,
+                           f"shape {got.shape} != reference {want.shape}")  # fmt: skip
+    a, b = got.astype(np.float64).ravel(), want.astype(np.float64).ravel()
+    nan_a, nan_b = np.isnan(a), np.isnan(b)
+    if (nan_a != nan_b).any():
+        return OutputStats(name, float("nan"), float("nan"), float("nan"), 0.0, False, "NaN where the reference has none")
+    a, b = a[~nan_b], b[~nan_b]
+    if a.size == 0:
+        return OutputStats(name, 0.0, 0.0, 0.0, 1.0, True, "empty")
+    diff = np.abs(a - b)
+    max_abs, scale = float(diff.max()), float(np.abs(b).max())
+    norms = float(np.linalg.norm(a) * np.linalg.norm(b))
+    cosine = float(a @ b / norms) if norms > 0 else (1.0 if max_abs == 0 else 0.0)
+    passed = max_abs <= tol.atol + tol.rtol * scale and cosine >= tol.min_cosine
+    max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
+    return OutputStats(name, max_abs, max_rel, float(diff.mean()), cosine, passed)
+
+
+def torch_runner(graph: GraphDef) -> Runner:
+    """Run the graph's PyTorch module on numpy inputs; outputs by the graph's output names."""
+    module = graph.module.module() if isinstance(graph.module, torch.export.ExportedProgram) else graph.module
+
+    def run(feeds: Mapping[str, np.ndarray]) -> Arrays:
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[s.name])) for s in graph.inputs]
+        with torch.no_grad():
+            out = module(*args)
+        flat = _flatten(out)
+        return {s.name: t.detach().numpy() for s, t in zip(graph.outputs, flat)}
+
+    return run
+
+
+def _flatten(out) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, Mapping):
+        out = list(out.values())
+    return [t for item in out for t in _flatten(item)]
+
+
+def run_case(graph: GraphDef, case: Case, reference: Runner, candidate: Runner, tol: Tolerance) -> CaseResult:
+    """Run one case (and its decode steps) on both sides and keep each output's worst statistics."""
+    feeds = sample_inputs(graph.inputs, case.sizes, np.random.default_rng(len(case.name)), padded=case.padded)
+    ref_feeds, cand_feeds = dict(feeds), dict(feeds)
+    worst: dict[str, OutputStats] = {}
+    rng = np.random.default_rng(1)
+    for step in range(case.steps + 1):
+        want, got = reference(ref_feeds), candidate(cand_feeds)
+        for spec in graph.outputs:
+            if spec.name not in got:
+                worst[spec.name] = OutputStats(spec.name, float("inf"), float("inf"), float("inf"), 0.0, False,
+                                               "missing from ONNX Runtime outputs")  # fmt: skip
+                continue
+            stats = compare(spec.name, got[spec.name], want[spec.name], tol)
+            if step:
+                stats.note = f"worst of {case.steps + 1} calls"
+            old = worst.get(spec.name)
+            if old is None or (old.passed and not stats.passed) or stats.max_rel > old.max_rel:
+                worst[spec.name] = stats
+        if step < case.steps:
+            ref_feeds, cand_feeds = (_next_step(graph, f, out, rng) for f, out in ((ref_feeds, want), (cand_feeds, got)))
+            tokens = {s.name: ref_feeds[s.name] for s in graph.inputs if "sequence" in s.shape}
+            cand_feeds.update(tokens)  # both sides get the same new tokens
+    return CaseResult(case, [worst[s.name] for s in graph.outputs])
+
+
+def _next_step(graph: GraphDef, feeds: Arrays, outputs: Arrays, rng: np.random.Generator) -> Arrays:
+    """Inputs of the next decode step: one new token per row, the mask one longer, present -> past."""
+    sizes = {"sequence": 1, "batch": next(iter(feeds.values())).shape[0]}
+    new = dict(feeds)
+    for spec in graph.inputs:
+        if "sequence" in spec.shape:
+            new[spec.name] = sample_inputs([spec], {**sizes, **_sizes_of(spec, feeds)}, rng)[spec.name]
+        elif any(isinstance(d, str) and d.endswith("+sequence") for d in spec.shape):
+            mask = feeds[spec.name]
+            new[spec.name] = np.concatenate([mask, np.ones((mask.shape[0], 1), mask.dtype)], axis=1)
+    for pair in graph.cache:
+        new[pair.past] = outputs[pair.present]
+    return new
+
+
+def _sizes_of(spec, feeds: Arrays) -> dict[str, int]:
+    """Sizes of the named dims of ``spec`` other than ``sequence``, read from the current feeds."""
+    array = feeds[spec.name]
+    return {d: n for d, n in zip(spec.shape, array.shape) if isinstance(d, str) and d != "sequence"}
+
+
+def validate(
+    graphs: list[GraphDef],
+    candidates: Mapping[str, Runner],
+    cases: list[Case],
+    precision: Precision = Precision.FP32,
+    tolerance: Tolerance | None = None,
+) -> ValidationResult:
+    """Run every case; the result says per case and output how far ONNX Runtime is from PyTorch."""
+    tol = tolerance or TOLERANCES[precision]
+    by_name = {g.name: g for g in graphs}
+    result = ValidationResult(tol, precision)
+    for case in cases:
+        graph = by_name[case.graph]
+        log.info("validating %s: %s", graph.name, case.name)
+        result.cases.append(run_case(graph, case, torch_runner(graph), candidates[graph.name], tol))
+    return result
+
+
+def default_cases(graph: GraphDef, longest_window: int = 0) -> list[Case]:
+    """Shapes other than the traced ones: short and long sequences (longer than every window),
+    batches of 1 and of several padded rows, and for cached graphs a prefill from an empty
+    cache followed by decode steps, plus a call onto a long existing cache."""
+    trace = graph.sizes()
+    long = 2 * longest_window + 3 if longest_window else 2 * max(trace.values(), default=4) + 3
+
+    def case(padded: bool = False, steps: int = 0, **sizes: int) -> Case:
+        full = {d: sizes.get(d, trace[d]) for d in graph.dims()}
+        return Case(graph.name, full, padded, steps)
+
+    known = {"batch", "sequence", "past_sequence", "encoder_sequence"}
+    if not set(graph.dims()) <= known:  # a foreign model: scale every dim
+        return [
+            case(**{d: n + 3 for d, n in trace.items()}),
+            case(**{d: 2 * n + 1 for d, n in trace.items()}),
+        ]
+    if graph.cache:
+        return [
+            case(padded=True, steps=4, batch=3, sequence=long, past_sequence=0, encoder_sequence=long),
+            case(batch=1, sequence=5, past_sequence=long, encoder_sequence=5),
+            case(batch=2, sequence=1, past_sequence=long + 1, encoder_sequence=11),
+        ]
+    return [
+        case(batch=1, sequence=long, encoder_sequence=long),
+        case(padded=True, batch=3, sequence=5, encoder_sequence=5),
+        case(padded=True, batch=2, sequence=long + 6, encoder_sequence=long + 6),
+    ]

@@ -1,0 +1,159 @@
+"""Typed configuration of the fastattn Transformer family.
+
+One config describes an encoder, a decoder-only LM or an encoder-decoder: a stack is
+present when it has layers. Each layer names its attention pattern (full, sliding
+window, global+local); causality follows from the stack (decoders are causal,
+encoders bidirectional), and grouped-query attention from ``kv_heads``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from enum import Enum
+
+from fastattn.attention.spec import AttentionSpec
+
+
+class Arch(str, Enum):
+    ENCODER = "encoder"
+    DECODER = "decoder"
+    ENCODER_DECODER = "encoder_decoder"
+
+
+class Pattern(str, Enum):
+    FULL = "full"  # every key (causal in a decoder)
+    SLIDING = "sliding"  # a window of W keys
+    GLOBAL_LOCAL = "global_local"  # G global tokens + a window of W keys
+
+
+class Norm(str, Enum):
+    LAYER = "layernorm"
+    RMS = "rmsnorm"
+
+
+class NormPosition(str, Enum):
+    PRE = "pre"  # x + f(norm(x)), final norm at the end of the stack
+    POST = "post"  # norm(x + f(x)), the classic nn.Transformer shape
+
+
+class Positions(str, Enum):
+    LEARNED = "learned"
+    ROTARY = "rotary"
+
+
+class Activation(str, Enum):
+    GELU = "gelu"
+    RELU = "relu"
+    SWIGLU = "swiglu"
+
+
+@dataclass(frozen=True)
+class LayerAttention:
+    """The attention pattern of one layer's self-attention."""
+
+    pattern: Pattern = Pattern.FULL
+    window: int = 0
+    global_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        needs_window = self.pattern is not Pattern.FULL
+        if needs_window != (self.window > 0):
+            raise ValueError(f"{self.pattern.value} attention {'needs' if needs_window else 'takes no'} window")
+        if (self.pattern is Pattern.GLOBAL_LOCAL) != (self.global_tokens > 0):
+            raise ValueError("global_tokens > 0 goes with, and only with, the global_local pattern")
+
+    @classmethod
+    def parse(cls, text: str) -> LayerAttention:
+        """``full``, ``sliding:256``, ``global_local:16:256`` (G then W)."""
+        parts = text.split(":")
+        try:
+            pattern = Pattern(parts[0])
+            nums = [int(p) for p in parts[1:]]
+            if pattern is Pattern.FULL and not nums:
+                return cls()
+            if pattern is Pattern.SLIDING and len(nums) == 1:
+                return cls(pattern, window=nums[0])
+            if pattern is Pattern.GLOBAL_LOCAL and len(nums) == 2:
+                return cls(pattern, global_tokens=nums[0], window=nums[1])
+        except ValueError:
+            pass
+        raise ValueError(f"bad attention pattern {text!r}: use full, sliding:W or global_local:G:W")
+
+    def __str__(self) -> str:
+        if self.pattern is Pattern.FULL:
+            return "full"
+        if self.pattern is Pattern.SLIDING:
+            return f"sliding:{self.window}"
+        return f"global_local:{self.global_tokens}:{self.window}"
+
+    def spec(self, num_heads: int, kv_heads: int, causal: bool) -> AttentionSpec:
+        return AttentionSpec(num_heads, kv_heads, causal, self.window, self.global_tokens)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = 256
+    d_model: int = 128
+    num_heads: int = 4
+    kv_heads: int = 4
+    ffn_dim: int = 512
+    encoder_layers: tuple[LayerAttention, ...] = ()
+    decoder_layers: tuple[LayerAttention, ...] = ()
+    norm: Norm = Norm.LAYER
+    norm_position: NormPosition = NormPosition.PRE
+    positions: Positions = Positions.ROTARY
+    activation: Activation = Activation.GELU
+    max_positions: int = 2048  # learned positions only
+    rope_theta: float = 10000.0
+    num_labels: int = 0  # encoders: > 0 adds a classification head over the masked mean
+    tie_embeddings: bool = True
+    norm_eps: float = 1e-5
+    name: str = field(default="fastattn", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.encoder_layers and not self.decoder_layers:
+            raise ValueError("a model needs encoder_layers, decoder_layers or both")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
+        if self.num_heads % self.kv_heads:
+            raise ValueError(f"kv_heads ({self.kv_heads}) must divide num_heads ({self.num_heads})")
+        if self.positions is Positions.ROTARY and self.head_size % 2:
+            raise ValueError("rotary positions need an even head size")
+
+    @property
+    def arch(self) -> Arch:
+        if self.encoder_layers and self.decoder_layers:
+            return Arch.ENCODER_DECODER
+        return Arch.ENCODER if self.encoder_layers else Arch.DECODER
+
+    @property
+    def head_size(self) -> int:
+        return self.d_model // self.num_heads
+
+    def replace(self, **changes) -> ModelConfig:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for key in ("encoder_layers", "decoder_layers"):
+            d[key] = [str(layer) for layer in getattr(self, key)]
+        for f in fields(self):
+            if isinstance(d[f.name], Enum):
+                d[f.name] = d[f.name].value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(d) - set(known)
+        if unknown:
+            raise ValueError(f"unknown config keys {sorted(unknown)}")
+        kwargs = dict(d)
+        for key in ("encoder_layers", "decoder_layers"):
+            if key in kwargs:
+                kwargs[key] = tuple(LayerAttention.parse(s) for s in kwargs[key])
+        enums = {"norm": Norm, "norm_position": NormPosition, "positions": Positions, "activation": Activation}
+        for key, enum in enums.items():
+            if key in kwargs:
+                kwargs[key] = enum(kwargs[key])
+        return cls(**kwargs)

@@ -1,0 +1,177 @@
+"""The fastattn Transformer family: encoder, decoder-only LM, encoder-decoder.
+
+Masks follow one convention everywhere: (B, L) with 1 = a real token, 0 = padding, over
+every key position (past + new for decoders). Decoder positions come from the mask
+(``cumsum - 1``), so left-padded batches get the same positions as unpadded rows.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fastattn.models.config import Arch, ModelConfig, NormPosition, Positions
+from fastattn.models.layers import KV, Rotary, TransformerLayer, make_norm
+
+
+class Embedding(nn.Module):
+    """Token embedding plus learned positions, or rotary angles for the attention layers."""
+
+    def __init__(self, cfg: ModelConfig, tokens: nn.Embedding):
+        super().__init__()
+        self.tokens = tokens
+        self.learned = nn.Embedding(cfg.max_positions, cfg.d_model) if cfg.positions is Positions.LEARNED else None
+        self.rotary = Rotary(cfg.head_size, cfg.rope_theta) if cfg.positions is Positions.ROTARY else None
+
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, KV | None]:
+        x = self.tokens(ids)
+        if self.learned is not None:
+            return x + self.learned(positions), None
+        return x, self.rotary(positions)
+
+
+class Stack(nn.Module):
+    """Layers with one attention pattern each, and the final norm of pre-LN stacks."""
+
+    def __init__(self, cfg: ModelConfig, layers, causal: bool, cross: bool = False):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            TransformerLayer(cfg, layer.spec(cfg.num_heads, cfg.kv_heads, causal), cross) for layer in layers
+        )
+        self.final_norm = make_norm(cfg) if cfg.norm_position is NormPosition.PRE else nn.Identity()
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: KV | None,
+        key_mask: torch.Tensor | None,
+        past: list[KV] | None = None,
+        memory_kv: list[KV] | None = None,
+        memory_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, list[KV]]:
+        presents = []
+        for i, layer in enumerate(self.layers):
+            x, present = layer(
+                x, rope, key_mask, past[i] if past else None, memory_kv[i] if memory_kv else None, memory_mask
+            )
+            presents.append(present)
+        return self.final_norm(x), presents
+
+
+def decoder_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, past_length: int) -> torch.Tensor:
+    """Positions of the new tokens: from the mask when given (left padding), else past_length + arange."""
+    S = input_ids.shape[1]
+    if attention_mask is None:
+        return torch.arange(past_length, past_length + S, device=input_ids.device).expand(input_ids.shape[0], S)
+    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    return positions[:, -S:]
+
+
+class FastAttnModel(nn.Module):
+    """Base of the family; ``FastAttnModel.from_config(cfg)`` builds the right architecture."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+
+    @staticmethod
+    def from_config(cfg: ModelConfig) -> FastAttnModel:
+        cls = {Arch.ENCODER: EncoderModel, Arch.DECODER: DecoderModel, Arch.ENCODER_DECODER: EncoderDecoderModel}
+        return cls[cfg.arch](cfg)
+
+    def _lm_head(self, tokens: nn.Embedding) -> nn.Linear:
+        head = nn.Linear(self.config.d_model, self.config.vocab_size, bias=False)
+        if self.config.tie_embeddings:
+            head.weight = tokens.weight
+        return head
+
+
+class EncoderModel(FastAttnModel):
+    """Bidirectional encoder: (input_ids, attention_mask) -> last_hidden_state [, logits]."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.embed = Embedding(cfg, nn.Embedding(cfg.vocab_size, cfg.d_model))
+        self.encoder = Stack(cfg, cfg.encoder_layers, causal=False)
+        self.classifier = nn.Linear(cfg.d_model, cfg.num_labels) if cfg.num_labels else None
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        B, S = input_ids.shape
+        positions = torch.arange(S, device=input_ids.device).expand(B, S)
+        x, rope = self.embed(input_ids, positions)
+        hidden, _ = self.encoder(x, rope, attention_mask)
+        if self.classifier is None:
+            return (hidden,)
+        weights = torch.ones_like(input_ids, dtype=hidden.dtype) if attention_mask is None else attention_mask
+        weights = weights.to(hidden.dtype)[..., None]
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return hidden, self.classifier(pooled)
+
+
+class DecoderModel(FastAttnModel):
+    """Causal LM with a KV cache: (input_ids, attention_mask, past) -> (logits, presents)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        tokens = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.embed = Embedding(cfg, tokens)
+        self.decoder = Stack(cfg, cfg.decoder_layers, causal=True)
+        self.lm_head = self._lm_head(tokens)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, past: list[KV] | None = None
+    ) -> tuple[torch.Tensor, list[KV]]:
+        past_length = past[0][0].shape[2] if past else 0
+        x, rope = self.embed(input_ids, decoder_positions(input_ids, attention_mask, past_length))
+        hidden, presents = self.decoder(x, rope, attention_mask, past)
+        return self.lm_head(hidden), presents
+
+
+class EncoderDecoderModel(FastAttnModel):
+    """Sequence-to-sequence: encode once, then decode with a self-attention cache.
+
+    Cross-attention keys/values are projected once per encoding (:meth:`cross_kv`) and
+    reused at every decoding step.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        tokens = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.embed = Embedding(cfg, tokens)
+        self.encoder = Stack(cfg, cfg.encoder_layers, causal=False)
+        self.decoder = Stack(cfg, cfg.decoder_layers, causal=True, cross=True)
+        self.lm_head = self._lm_head(tokens)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, S = input_ids.shape
+        x, rope = self.embed(input_ids, torch.arange(S, device=input_ids.device).expand(B, S))
+        return self.encoder(x, rope, attention_mask)[0]
+
+    def cross_kv(self, memory: torch.Tensor) -> list[KV]:
+        return [layer.cross_attn.project(memory) for layer in self.decoder.layers]
+
+    def decode(
+        self,
+        input_ids: torch.Tensor,
+        memory_kv: list[KV],
+        encoder_attention_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        past: list[KV] | None = None,
+    ) -> tuple[torch.Tensor, list[KV]]:
+        past_length = past[0][0].shape[2] if past else 0
+        x, rope = self.embed(input_ids, decoder_positions(input_ids, attention_mask, past_length))
+        hidden, presents = self.decoder(x, rope, attention_mask, past, memory_kv, encoder_attention_mask)
+        return self.lm_head(hidden), presents
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        decoder_input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        memory = self.encode(input_ids, attention_mask)
+        logits, _ = self.decode(decoder_input_ids, self.cross_kv(memory), attention_mask, decoder_attention_mask)
+        return logits
