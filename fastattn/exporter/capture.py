@@ -58,7 +58,23 @@ def capture(graph: GraphDef, opset: int = DEFAULT_OPSET) -> ir.Model:
     _name_dims(model.graph.inputs, graph.inputs)
     _name_dims(model.graph.outputs, graph.outputs)
     attach_functions(model)
+    _strip_trace_metadata(model)
     return model
+
+
+def _strip_trace_metadata(model: ir.Model) -> None:
+    """Drop per-node Python stack traces: they bloat the file and leak local paths."""
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        for key in ("pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node"):
+            node.metadata_props.pop(key, None)
+
+
+def module_path(node: ir.Node) -> str:
+    """The PyTorch module a captured node came from, e.g. ``decoder.layers.0.self_attn``."""
+    scopes = node.metadata_props.get("pkg.torch.onnx.name_scopes", "")
+    names = [s.strip(" '") for s in scopes.strip("[]").split(",") if s.strip(" '")]
+    path = names[-2] if len(names) >= 2 else node.name
+    return path.removeprefix("model.") if path.startswith("model.") else path
 
 
 def _torch_dim_name(name: str) -> str:
