@@ -51,6 +51,9 @@ TOLERANCES = {
 }
 
 
+_SHORT = {"sequence": "seq", "past_sequence": "past", "encoder_sequence": "enc_seq"}
+
+
 @dataclass(frozen=True)
 class Case:
     """One validation run of a graph: dim sizes, padding, and decode steps after the first call."""
@@ -62,8 +65,8 @@ class Case:
 
     @property
     def name(self) -> str:
-        dims = " ".join(f"{k}={v}" for k, v in self.sizes.items())
-        return dims + (" padded" if self.padded else "") + (f" +{self.steps} decode steps" if self.steps else "")
+        dims = " ".join(f"{_SHORT.get(k, k)}={v}" for k, v in self.sizes.items())
+        return dims + (" padded" if self.padded else "") + (f" +{self.steps} steps" if self.steps else "")
 
 
 @dataclass

@@ -1,0 +1,169 @@
+"""``fastattn export`` and ``fastattn validate`` as library calls.
+
+    load -> graphs -> capture -> save (staging dir) -> validate -> manifest + report -> commit
+
+Nothing reaches the destination directory unless validation passed; a failing export is
+kept as ``<destination>.rejected`` with its report, and raises :class:`ValidationFailed`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx_ir as ir
+
+from fastattn.attention.onnx_function import DOMAIN, OP_TYPE
+from fastattn.attention.spec import AttentionSpec
+from fastattn.errors import ValidationFailed
+from fastattn.exporter import report
+from fastattn.exporter.capture import DEFAULT_OPSET, capture, module_path
+from fastattn.exporter.package import EXTERNAL_DATA_THRESHOLD, Staging, check_destination, save_model, versions
+from fastattn.exporter.prepare import Prepared, prepare
+from fastattn.exporter.validate import Precision, Tolerance, ValidationResult, default_cases, validate
+from fastattn.runtime import load as load_exported
+from fastattn.runtime.manifest import AttentionLayer, Manifest, TensorSpec
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    output: Path
+    inputs: tuple[TensorSpec, ...] = ()  # foreign models only; fastattn models declare their own
+    allow_pickle: bool = False
+    opset: int = DEFAULT_OPSET
+    precision: Precision = Precision.FP32
+    tolerance: Tolerance | None = None
+    force: bool = False
+    external_data_threshold: int = EXTERNAL_DATA_THRESHOLD
+    threads: int | None = None  # ONNX Runtime intra-op threads during validation
+
+
+@dataclass
+class ExportResult:
+    output: Path
+    manifest: Manifest
+    validation: ValidationResult
+    timings: dict[str, float] = field(default_factory=dict)
+    report: str = ""
+
+
+def export(model_path: str | Path, options: ExportOptions, progress: Progress | None = None) -> ExportResult:
+    """Export, validate and package ``model_path`` into ``options.output``."""
+    step = progress or (lambda message: log.info(message))
+    destination = Path(options.output)
+    check_destination(destination, options.force)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    step(f"loading {model_path}")
+    prepared = prepare(Path(model_path), options.inputs, options.allow_pickle)
+    timings["load"] = time.perf_counter() - clock
+
+    with Staging(destination) as staging:
+        models: dict[str, ir.Model] = {}
+        for graph in prepared.graphs:
+            step(f"capturing {graph.file}")
+            t = time.perf_counter()
+            models[graph.name] = capture(graph, options.opset)
+            save_model(models[graph.name], staging.path, graph.file, options.external_data_threshold)
+            timings[f"capture {graph.name}"] = time.perf_counter() - t
+
+        manifest = Manifest(
+            arch=prepared.arch,
+            source=prepared.source,
+            graphs=[g.entry() for g in prepared.graphs],
+            attention=[layer for name, m in models.items() for layer in attention_layers(name, m)],
+            dims=prepared.dims,
+            opsets=dict(next(iter(models.values())).opset_imports),
+            precision=options.precision.value,
+            config=prepared.config,
+            versions=versions(),
+        )
+        manifest.save(staging.path)
+
+        step("validating against PyTorch")
+        t = time.perf_counter()
+        result = run_validation(prepared, staging.path, options.precision, options.tolerance, options.threads)
+        timings["validate"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - clock
+        manifest.validation = result.to_dict()
+        manifest.save(staging.path)
+        text = report.render(manifest, timings, prepared.notes)
+        (staging.path / "report.md").write_text(text)
+
+        if not result.passed:
+            kept = staging.reject()
+            raise ValidationFailed(_failure_line(result), f"see {kept / 'report.md'}; nothing was written to {destination}")
+        output = staging.commit()
+    return ExportResult(output, manifest, result, timings, text)
+
+
+def revalidate(
+    model_path: str | Path,
+    output: str | Path,
+    allow_pickle: bool = False,
+    precision: Precision | None = None,
+    tolerance: Tolerance | None = None,
+    threads: int | None = None,
+) -> ExportResult:
+    """Re-run the comparison of an existing export against its PyTorch model; update manifest and report."""
+    output = Path(output)
+    manifest = Manifest.load(output)
+    graph_inputs = tuple(manifest.graphs[0].inputs) if manifest.config is None else ()
+    prepared = prepare(Path(model_path), graph_inputs, allow_pickle)
+    precision = precision or Precision(manifest.precision)
+    result = run_validation(prepared, output, precision, tolerance, threads)
+    manifest.validation = result.to_dict()
+    manifest.save(output)
+    text = report.render(manifest, None, prepared.notes)
+    (output / "report.md").write_text(text)
+    if not result.passed:
+        raise ValidationFailed(_failure_line(result), f"see {output / 'report.md'}")
+    return ExportResult(output, manifest, result, {}, text)
+
+
+def run_validation(
+    prepared: Prepared, directory: Path, precision: Precision, tolerance: Tolerance | None, threads: int | None
+) -> ValidationResult:
+    exported = load_exported(directory, provider="cpu", threads=threads)
+    cases = [c for g in prepared.graphs for c in default_cases(g, prepared.longest_window)]
+    candidates = {g.name: exported.graph(g.name).run for g in prepared.graphs}
+    return validate(prepared.graphs, candidates, cases, precision, tolerance)
+
+
+def attention_layers(graph: str, model: ir.Model) -> list[AttentionLayer]:
+    """The ``fastattn::Attention`` nodes of a captured model, with their attributes."""
+    layers = []
+    for node in model.graph:
+        if node.domain != DOMAIN or node.op_type != OP_TYPE:
+            continue
+        attr = {name: a.value for name, a in node.attributes.items()}
+        spec = AttentionSpec(
+            attr["num_heads"], attr["kv_num_heads"], bool(attr.get("causal", 0)),
+            attr.get("window", 0), attr.get("global_tokens", 0), attr.get("scale", 0.0),
+        )  # fmt: skip
+        layers.append(
+            AttentionLayer(
+                graph, module_path(node), spec.kind, spec.num_heads, spec.kv_num_heads,
+                spec.causal, spec.window, spec.global_tokens, node.overload,
+            )  # fmt: skip
+        )
+    return layers
+
+
+def _failure_line(result: ValidationResult) -> str:
+    failures = result.failures()
+    case, out = failures[0]
+    more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+    detail = out.note or f"max abs error {out.max_abs:.3g}, max rel {out.max_rel:.3g}, cosine {out.cosine:.6f}"
+    return (
+        f"validation failed: output {out.name!r} of graph {case.graph!r} at {case.name}: {detail}, "
+        f"tolerance atol {result.tolerance.atol:g} + rtol {result.tolerance.rtol:g}{more}"
+    )

@@ -1,0 +1,59 @@
+"""From a model file to the graphs to export: fastattn checkpoints declare their own inputs,
+other models get them from ``--input`` specs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastattn.errors import InputError
+from fastattn.exporter.graphs import GraphDef
+from fastattn.exporter.load import ModelFormat, load_model
+from fastattn.exporter.model_graphs import DIMS, model_graphs, windows
+from fastattn.models import checkpoint
+from fastattn.runtime.manifest import TensorSpec
+
+
+@dataclass
+class Prepared:
+    graphs: list[GraphDef]
+    arch: str
+    source: str
+    config: dict | None = None  # fastattn models only
+    dims: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # for the report
+    longest_window: int = 0
+
+
+def prepare(path: Path, inputs: tuple[TensorSpec, ...], allow_pickle: bool) -> Prepared:
+    loaded = load_model(path, allow_pickle=allow_pickle)
+    if loaded.format is ModelFormat.FASTATTN:
+        if inputs:
+            raise InputError(
+                f"{path.name} is a fastattn checkpoint, which declares its own inputs",
+                "drop --input (it is for models that are not fastattn's own)",
+            )
+        model = checkpoint.from_payload(loaded.checkpoint, str(path))
+        cfg = model.config
+        return Prepared(
+            graphs=model_graphs(model),
+            arch=cfg.arch.value,
+            source=f"{path.name} (fastattn checkpoint, preset {cfg.name!r})",
+            config=cfg.to_dict(),
+            dims=dict(DIMS),
+            longest_window=max(windows(cfg), default=0),
+        )
+    return _prepare_foreign(path, loaded, inputs)
+
+
+def _prepare_foreign(path: Path, loaded, inputs: tuple[TensorSpec, ...]) -> Prepared:
+    from fastattn.exporter.input_spec import foreign_graph
+
+    if not inputs:
+        raise InputError(
+            f"{path.name} is a {loaded.format.value} model, so its inputs must be declared",
+            "pass --input name:dims:dtype for each forward() argument, e.g. --input src:batch,seq,512:float32",
+        )
+    graph = foreign_graph(loaded, list(inputs))
+    notes = list(getattr(loaded, "notes", []))
+    return Prepared(graphs=[graph], arch="module", source=f"{path.name} ({loaded.format.value})", notes=notes)

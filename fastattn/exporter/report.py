@@ -1,0 +1,80 @@
+"""``report.md``: what the user got, in words and tables, made from the manifest."""
+
+from __future__ import annotations
+
+import re
+
+from fastattn.runtime.manifest import Manifest
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.2e}" if isinstance(x, float) else str(x)
+
+
+def render(manifest: Manifest, timings: dict[str, float] | None = None, notes: list[str] | None = None) -> str:
+    lines = [f"# fastattn export: {manifest.source}", ""]
+    opsets = ", ".join(f"{domain or 'ai.onnx'} {version}" for domain, version in sorted(manifest.opsets.items()))
+    lines += [f"- architecture: **{manifest.arch}**, precision **{manifest.precision}**", f"- opsets: {opsets}"]
+    if timings:
+        lines.append("- time: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
+    lines += [f"- {note}" for note in notes or []]
+    lines += ["", "## Graphs", ""]
+    for g in manifest.graphs:
+        lines += [f"### {g.file}", "", "| | name | dtype | shape |", "|---|---|---|---|"]
+        for kind, specs in (("in", g.inputs), ("out", g.outputs)):
+            lines += [f"| {kind} | {s.name} | {s.dtype} | ({', '.join(map(str, s.shape))}) |" for s in specs]
+        if g.cache:
+            lines += ["", f"Cache: feed `present_*` back as `past_*` ({len(g.cache)} tensors, axis 2 grows)."]
+        lines.append("")
+    lines += ["## Attention", ""]
+    if manifest.attention:
+        lines += ["| graph | layer | kind | heads | kv heads | causal | window | global | inputs | kernel |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for a in manifest.attention:
+            lines.append(
+                f"| {a.graph} | {a.node} | {a.kind} | {a.num_heads} | {a.kv_num_heads} | {a.causal} | "
+                f"{a.window or '-'} | {a.global_tokens or '-'} | {a.inputs or 'qkv'} | {a.lowering} |"
+            )
+    else:
+        lines.append("No `fastattn::Attention` node in the model.")
+    lines += ["", *_validation(manifest.validation), "", "## Versions", ""]
+    lines += [", ".join(f"{k} {v}" for k, v in manifest.versions.items()), ""]
+    return "\n".join(lines)
+
+
+def _worst_per_family(outputs: list[dict]) -> list[dict]:
+    """One row per output family (``present_key_0..N`` -> ``present_key_*``), its worst member."""
+    families: dict[str, list[dict]] = {}
+    for o in outputs:
+        families.setdefault(re.sub(r"_\d+$", "_*", o["name"]), []).append(o)
+    rows = []
+    for name, members in families.items():
+        failed = [o for o in members if not o["passed"]]
+        worst = max(failed or members, key=lambda o: o["max_rel"])
+        rows.append({**worst, "name": worst["name"] if failed or len(members) == 1 else name})
+    return rows
+
+
+def _validation(validation: dict | None) -> list[str]:
+    if not validation:
+        return ["## Validation", "", "Not validated."]
+    tol = validation["tolerance"]
+    verdict = "PASSED" if validation["passed"] else "FAILED"
+    lines = [
+        f"## Validation: {verdict}",
+        "",
+        f"PyTorch vs ONNX Runtime, precision {validation['precision']}: an output passes when "
+        f"max abs error <= {tol['atol']:g} + {tol['rtol']:g} x max|reference| and cosine >= {tol['min_cosine']}. "
+        "max rel = max abs error / max|reference|.",
+        "",
+        "| graph | case | output | max abs | max rel | mean abs | cosine | |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for case in validation["cases"]:
+        for o in _worst_per_family(case["outputs"]):
+            mark = "ok" if o["passed"] else f"**FAIL** {o.get('note', '')}".strip()
+            lines.append(
+                f"| {case['graph']} | {case['case']} | {o['name']} | {_fmt(o['max_abs'])} | {_fmt(o['max_rel'])} | "
+                f"{_fmt(o['mean_abs'])} | {o['cosine']:.7f} | {mark} |"
+            )
+    return lines
