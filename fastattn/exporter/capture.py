@@ -35,7 +35,7 @@ def capture(graph: GraphDef, opset: int = DEFAULT_OPSET) -> ir.Model:
     is_program = isinstance(graph.module, torch.export.ExportedProgram)
     log.info("capturing graph %s (%d inputs) with torch.onnx.export(dynamo=True)", graph.name, len(args))
     try:
-        with _quiet(), torch.no_grad(), _mha_fastpath(False):
+        with _quiet(), torch.no_grad(), mha_fastpath(False):
             program = torch.onnx.export(
                 graph.module,
                 args,
@@ -118,7 +118,7 @@ def _name_dims(values, specs: list[TensorSpec]) -> None:
 
 
 @contextlib.contextmanager
-def _mha_fastpath(enabled: bool):
+def mha_fastpath(enabled: bool):
     """nn.TransformerEncoderLayer's fast path would bypass attention modules; turn it off while tracing."""
     before = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(enabled)

@@ -30,6 +30,9 @@ class GraphDef:
     outputs: list[TensorSpec]
     cache: list[CachePair] = field(default_factory=list)
     trace_sizes: dict[str, int] = field(default_factory=dict)
+    # What validation compares against: the user's own module when ``module`` is a
+    # rewritten copy of it (foreign attention declared as the fastattn op).
+    reference: torch.nn.Module | torch.export.ExportedProgram | None = None
 
     @property
     def file(self) -> str:

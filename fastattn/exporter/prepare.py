@@ -8,7 +8,9 @@ from pathlib import Path
 
 from fastattn.errors import InputError
 from fastattn.exporter.graphs import GraphDef
-from fastattn.exporter.load import ModelFormat, load_model
+from fastattn.exporter.declare import declare
+from fastattn.exporter.input_spec import foreign_graph
+from fastattn.exporter.load import LoadedModel, ModelFormat, load_model
 from fastattn.exporter.model_graphs import DIMS, model_graphs, windows
 from fastattn.models import checkpoint
 from fastattn.runtime.manifest import TensorSpec
@@ -46,14 +48,14 @@ def prepare(path: Path, inputs: tuple[TensorSpec, ...], allow_pickle: bool) -> P
     return _prepare_foreign(path, loaded, inputs)
 
 
-def _prepare_foreign(path: Path, loaded, inputs: tuple[TensorSpec, ...]) -> Prepared:
-    from fastattn.exporter.input_spec import foreign_graph
-
-    if not inputs:
-        raise InputError(
-            f"{path.name} is a {loaded.format.value} model, so its inputs must be declared",
-            "pass --input name:dims:dtype for each forward() argument, e.g. --input src:batch,seq,512:float32",
-        )
+def _prepare_foreign(path: Path, loaded: LoadedModel, inputs: tuple[TensorSpec, ...]) -> Prepared:
+    """One graph from ``--input`` specs (a .pt2 may omit them), its attention declared as the fastattn op."""
     graph = foreign_graph(loaded, list(inputs))
-    notes = list(getattr(loaded, "notes", []))
-    return Prepared(graphs=[graph], arch="module", source=f"{path.name} ({loaded.format.value})", notes=notes)
+    declared_graph, declared = declare(graph)
+    declared_graph.reference = graph.module  # validate against the user's own module, not the rewrite
+    return Prepared(
+        graphs=[declared_graph],
+        arch="module",
+        source=loaded.describe(),
+        notes=[*loaded.notes, declared.summary()],
+    )

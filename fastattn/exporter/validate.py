@@ -20,6 +20,7 @@ from enum import Enum
 import numpy as np
 import torch
 
+from fastattn.exporter.capture import mha_fastpath
 from fastattn.exporter.graphs import GraphDef
 from fastattn.runtime.samples import sample_inputs
 
@@ -143,12 +144,18 @@ def compare(name: str, got: np.ndarray, want: np.ndarray, tol: Tolerance) -> Out
 
 
 def torch_runner(graph: GraphDef) -> Runner:
-    """Run the graph's PyTorch module on numpy inputs; outputs by the graph's output names."""
-    module = graph.module.module() if isinstance(graph.module, torch.export.ExportedProgram) else graph.module
+    """Run the graph's PyTorch reference on numpy inputs; outputs by the graph's output names.
+
+    The reference is the user's original module when the exported one is a rewritten copy.
+    nn.Transformer*'s fast path is off: it zeroes padded positions, which is not the model's math.
+    """
+    module = graph.reference if graph.reference is not None else graph.module
+    if isinstance(module, torch.export.ExportedProgram):
+        module = module.module()
 
     def run(feeds: Mapping[str, np.ndarray]) -> Arrays:
         args = [torch.from_numpy(np.ascontiguousarray(feeds[s.name])) for s in graph.inputs]
-        with torch.no_grad():
+        with torch.no_grad(), mha_fastpath(False):
             out = module(*args)
         flat = _flatten(out)
         return {s.name: t.detach().numpy() for s, t in zip(graph.outputs, flat)}

@@ -14,7 +14,11 @@ from fastattn.exporter.validate import default_cases, validate
 from fastattn.models import LayerAttention, ModelConfig, build
 from fastattn.models.config import Activation, Norm, NormPosition, Positions
 
-FULL, SLIDE4, SLIDE16 = LayerAttention(), LayerAttention.parse("sliding:4"), LayerAttention.parse("sliding:16")
+FULL, SLIDE4, SLIDE16 = (
+    LayerAttention(),
+    LayerAttention.parse("sliding:4"),
+    LayerAttention.parse("sliding:16"),
+)
 GLOBAL = LayerAttention.parse("global_local:2:4")
 
 

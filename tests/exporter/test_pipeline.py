@@ -22,8 +22,15 @@ def test_output_directory_holds_model_manifest_report(decoder_export):
     graph = manifest.graph()
     assert [s.name for s in graph.inputs][:2] == ["input_ids", "attention_mask"]
     assert graph.inputs[1].shape == ("batch", "past_sequence+sequence")
-    assert len(graph.cache) == 4 and graph.cache[0].past == "past_key_0" and graph.cache[0].present == "present_key_0"
-    assert [(a.kind, a.window, a.inputs) for a in manifest.attention] == [("sliding", 8, "past_mask"), ("causal", 0, "past_mask")]
+    assert (
+        len(graph.cache) == 4
+        and graph.cache[0].past == "past_key_0"
+        and graph.cache[0].present == "present_key_0"
+    )
+    assert [(a.kind, a.window, a.inputs) for a in manifest.attention] == [
+        ("sliding", 8, "past_mask"),
+        ("causal", 0, "past_mask"),
+    ]
     assert manifest.validation["passed"] and len(manifest.validation["cases"]) == 3
     assert manifest.versions["onnxruntime"] and manifest.opsets["fastattn"] == 1
     report = (result.output / "report.md").read_text()
@@ -33,10 +40,14 @@ def test_output_directory_holds_model_manifest_report(decoder_export):
 def test_onnx_graph_has_named_dynamic_dims(decoder_export):
     _, result = decoder_export
     model = onnx.load(result.output / "model.onnx", load_external_data=False)
-    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
+    dims = {
+        i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input
+    }
     assert dims["input_ids"] == ["batch", "sequence"]
     assert dims["past_key_0"] == ["batch", 2, "past_sequence", 8]
-    out = {o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output}
+    out = {
+        o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output
+    }
     assert out["present_value_1"] == ["batch", 2, "past_sequence+sequence", 8]
 
 
@@ -45,7 +56,11 @@ def test_seq2seq_exports_two_graphs(seq2seq_export):
     assert {p.name for p in result.output.glob("*.onnx")} == {"encoder.onnx", "decoder.onnx"}
     manifest = result.manifest
     assert [g.name for g in manifest.graphs] == ["encoder", "decoder"]
-    assert [a.kind for a in manifest.attention] == ["global_local", "sliding", "full"]  # enc self, dec self, dec cross
+    assert [a.kind for a in manifest.attention] == [
+        "global_local",
+        "sliding",
+        "full",
+    ]  # enc self, dec self, dec cross
     assert result.validation.passed and len(result.validation.cases) == 6
 
 

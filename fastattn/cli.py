@@ -1,0 +1,222 @@
+"""Command line: a thin layer that builds typed options and calls one library function per command.
+
+User errors (:class:`FastAttnError`) print one line and exit non-zero without a traceback;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from fastattn.errors import FastAttnError, InputError
+
+err = Console(stderr=True)
+out = Console()
+
+
+def _handle_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FastAttnError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            if logging.getLogger().level <= logging.DEBUG and e.__cause__ is not None:
+                err.print_exception()
+            sys.exit(e.exit_code)
+
+    return wrapper
+
+
+def _logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)
+
+
+verbose_option = click.option("-v", "--verbose", count=True, help="More logging (-vv: debug, with tracebacks).")
+
+
+@click.group()
+@click.version_option(package_name="fastattn")
+def main() -> None:
+    """Export efficient-attention Transformers to fast, validated ONNX models."""
+
+
+def _parse_input_specs(_ctx, _param, values: tuple[str, ...]):
+    from fastattn.exporter.input_spec import parse_input_spec
+
+    try:
+        return tuple(parse_input_spec(v) for v in values)
+    except InputError as e:
+        raise click.BadParameter(str(e)) from e
+
+
+@click.command("export")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output directory [default: <model>-fastattn].")
+@click.option(
+    "--input", "inputs", multiple=True, callback=_parse_input_specs, metavar="NAME:DIMS:DTYPE",
+    help="An input of a model that is not fastattn's own, e.g. src:batch,seq,512:float32 (repeat per input).",
+)  # fmt: skip
+@click.option(
+    "--allow-pickle", is_flag=True,
+    help="Load a whole pickled nn.Module (torch.save(model)). Unpickling runs code from the file: "
+    "use only with files you trust.",
+)  # fmt: skip
+@click.option("--opset", type=int, default=None, help="ONNX opset of the exported graph [default: 20].")
+@click.option("--threads", type=int, default=None, help="ONNX Runtime threads used for validation.")
+@click.option("-f", "--force", is_flag=True, help="Replace a non-empty output directory.")
+@verbose_option
+@_handle_errors
+def export_command(model, output, inputs, allow_pickle, opset, threads, force, verbose) -> None:
+    """Export MODEL (model.pt: fastattn checkpoint, TorchScript, .pt2 or pickled module) to ONNX, validated."""
+    from fastattn.exporter.capture import DEFAULT_OPSET
+    from fastattn.exporter.pipeline import ExportOptions, export
+
+    _logging(verbose)
+    output = output or model.with_name(model.stem + "-fastattn")
+    options = ExportOptions(output, inputs, allow_pickle, opset or DEFAULT_OPSET, force=force, threads=threads)
+    with err.status("exporting") as status:
+        result = export(model, options, progress=lambda message: status.update(message))
+    _print_summary(result)
+
+
+def _print_summary(result) -> None:
+    """Attention layers and validation of an export, compactly; the full story is in report.md."""
+    manifest = result.manifest
+    layers = Table("graph", "layer", "kind", "heads/kv", "window", "global", "kernel", title="attention")
+    for a in manifest.attention:
+        layers.add_row(a.graph, a.node, a.kind, f"{a.num_heads}/{a.kv_num_heads}", str(a.window or "-"),
+                       str(a.global_tokens or "-"), a.lowering)  # fmt: skip
+    out.print(layers)
+    cases = Table("graph", "case", "worst output", "max abs", "max rel", "cosine", "", title="validation vs PyTorch")
+    for c in result.validation.cases:
+        worst = max(c.outputs, key=lambda o: (not o.passed, o.max_rel))
+        mark = "[green]ok[/]" if c.passed else "[red]FAIL[/]"
+        cases.add_row(c.case.graph, c.case.name, worst.name, f"{worst.max_abs:.2e}", f"{worst.max_rel:.2e}",
+                      f"{worst.cosine:.7f}", mark)  # fmt: skip
+    out.print(cases)
+    files = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in sorted(result.output.glob("*.onnx*")))
+    out.print(f"[bold green]exported[/] {result.output} ({files}) in {result.timings['total']:.1f} s; "
+              f"report: {result.output / 'report.md'}")  # fmt: skip
+
+
+main.add_command(export_command)
+
+
+def export_main() -> None:
+    """Entry point of ``fastattn-export`` (the same as ``fastattn export``)."""
+    export_command(prog_name="fastattn-export")
+
+
+@main.command("validate")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--allow-pickle", is_flag=True, help="Load a pickled nn.Module (runs code from the file).")
+@click.option("--threads", type=int, default=None, help="ONNX Runtime threads.")
+@verbose_option
+@_handle_errors
+def validate_command(model, output, allow_pickle, threads, verbose) -> None:
+    """Re-run the comparison of the export in OUTPUT against MODEL; exit 3 if it fails."""
+    from fastattn.exporter.pipeline import revalidate
+
+    _logging(verbose)
+    with err.status("validating"):
+        result = revalidate(model, output, allow_pickle=allow_pickle, threads=threads)
+    cases = len(result.validation.cases)
+    out.print(f"[bold green]passed[/] {cases} cases; worst max rel error {result.validation.worst().max_rel:.2e}")
+
+
+@main.command("create")
+@click.argument("preset")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Checkpoint file to write.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Initialisation seed.")
+@_handle_errors
+def create_command(preset, output, seed) -> None:
+    """Write a freshly initialised built-in model (PRESET: default, encoder, seq2seq) as a checkpoint."""
+    from fastattn import models
+
+    try:
+        config = models.preset(preset)
+    except ValueError as e:
+        raise InputError(str(e), "pick one of the names listed") from e
+    model = models.build(config, seed=seed)
+    models.save(model, output)
+    params = sum(p.numel() for p in model.parameters())
+    out.print(f"wrote {output}: {config.arch.value} preset {preset!r}, {params:,} parameters")
+
+
+@main.command("run")
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--input", "inputs", multiple=True, metavar="NAME=VALUE",
+              help="An input as NAME=file.npy or NAME=JSON (e.g. input_ids=[[1,2,3]]).")  # fmt: skip
+@click.option("--random", "random_", is_flag=True, help="Fill inputs not given with sample data from the manifest.")
+@click.option("--size", "sizes", multiple=True, metavar="DIM=N", help="Size of a dynamic dim for --random.")
+@click.option("--graph", default=None, help="Graph to run (encoder-decoder exports have two).")
+@click.option("-p", "--provider", default="cpu", show_default=True, help="Execution provider.")
+@click.option("--save", type=click.Path(path_type=Path), default=None, help="Write the outputs to an .npz file.")
+@verbose_option
+@_handle_errors
+def run_command(output, inputs, random_, sizes, graph, provider, save, verbose) -> None:
+    """Run the exported model in OUTPUT with the torch-free runtime and summarise its outputs."""
+    from fastattn.runtime import load
+
+    _logging(verbose)
+    model = load(output, provider=provider)
+    session = model.graph(graph)
+    feeds = dict(_parse_feed(v) for v in inputs)
+    if random_:
+        dims = dict(_parse_size(s) for s in sizes)
+        sample = model.sample(graph, _default_sizes(session.entry, dims))
+        feeds = {**{k: v for k, v in sample.items() if k not in feeds}, **feeds}
+    results = session.run(feeds)
+    table = Table("output", "shape", "dtype", "min", "max", "mean", title=f"{session.entry.file} on {provider}")
+    for name, value in results.items():
+        v = value.astype(np.float64) if value.size else np.zeros(1)
+        table.add_row(name, str(tuple(value.shape)), str(value.dtype), f"{v.min():.4g}", f"{v.max():.4g}", f"{v.mean():.4g}")
+    out.print(table)
+    if save:
+        np.savez(save, **results)
+        out.print(f"wrote {save}")
+
+
+def _parse_feed(text: str) -> tuple[str, object]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise InputError(f"bad --input {text!r}", "write NAME=file.npy or NAME=JSON, e.g. input_ids=[[1,2,3]]")
+    if value.endswith(".npy"):
+        try:
+            return name, np.load(value, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise InputError(f"cannot read {value} for input {name!r}: {e}", "pass a .npy file saved by numpy") from e
+    try:
+        return name, json.loads(value)  # a Python list: the runtime converts it to the input's dtype by value
+    except json.JSONDecodeError as e:
+        raise InputError(f"input {name!r}: {value!r} is neither a .npy path nor JSON", "e.g. input_ids=[[1,2,3]]") from e
+
+
+def _parse_size(text: str) -> tuple[str, int]:
+    name, _, value = text.partition("=")
+    if not value.isdigit():
+        raise InputError(f"bad --size {text!r}", "write DIM=N, e.g. --size sequence=16")
+    return name, int(value)
+
+
+def _default_sizes(entry, given: dict[str, int]) -> dict[str, int]:
+    defaults = {"batch": 1, "past_sequence": 0}
+    names = {d for spec in entry.inputs for d in spec.dims() if "+" not in d}
+    return {d: given.get(d, defaults.get(d, 8)) for d in names}
+
+
+if __name__ == "__main__":
+    main()
