@@ -37,3 +37,21 @@ def attention(q, k, v, past_k, past_v, key_mask, num_heads, kv_heads, causal=Fal
     p = np.where(den > 0, e / np.where(den > 0, den, 1), 0)
     out = (p @ vr).transpose(0, 2, 1, 3).reshape(B, S, -1)
     return out.astype(q.dtype), kh, vh
+
+
+def visible_rows(batch, seq, past, key_mask, causal=False, window=0, global_tokens=0):
+    """(B, S) bool: which queries see at least one key (the others output zeros by contract)."""
+    L = past + seq
+    qp, kp = np.arange(L - seq, L)[:, None], np.arange(L)[None]
+    ok = np.ones((seq, L), bool)
+    if causal:
+        ok &= kp <= qp
+    if window:
+        near = np.abs(qp - kp) < window
+        if global_tokens:
+            near |= (kp < global_tokens) | (qp < global_tokens)
+        ok &= near
+    ok = np.broadcast_to(ok, (batch, seq, L))
+    if key_mask is not None:
+        ok = ok & key_mask.astype(bool)[:, None, :]
+    return ok.any(-1)

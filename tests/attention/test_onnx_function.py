@@ -7,35 +7,11 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
 
 from fastattn.attention.onnx_function import DOMAIN, OP_TYPE, attach_functions, function_protos, overload_for
 from tests import numpy_reference
 from tests.attention.grid import CASES, Case
-
-
-def single_node_model(case: Case, has_mask: bool, opset: int = 20) -> onnx.ModelProto:
-    """A model with one fastattn::Attention node (its overload left for attach_functions to pick)."""
-    has_past = case.past > 0
-    names = ["query", "key", "value", "past_key" if has_past else "", "past_value" if has_past else "",
-             "key_mask" if has_mask else ""]  # fmt: skip
-    while names and not names[-1]:
-        names.pop()
-    node = helper.make_node(
-        OP_TYPE, names, ["output", "present_key", "present_value"], domain=DOMAIN,
-        num_heads=case.heads, kv_num_heads=case.kv_heads, causal=int(case.causal),
-        window=case.window, global_tokens=case.global_tokens,
-    )  # fmt: skip
-    rank = {"key_mask": 2, "past_key": 4, "past_value": 4, "present_key": 4, "present_value": 4}
-    info = lambda n, t=TensorProto.FLOAT: helper.make_tensor_value_info(  # noqa: E731
-        n, t, [f"{n}_{i}" for i in range(rank.get(n, 3))]
-    )
-    inputs = [info(n, TensorProto.INT64 if n == "key_mask" else TensorProto.FLOAT) for n in names if n]
-    graph = helper.make_graph([node], "g", inputs, [info("output"), info("present_key"), info("present_value")])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model = ir.serde.deserialize_model(proto)
-    assert attach_functions(model) == 1
-    return ir.serde.serialize_model(model)
+from tests.attention.single_node import single_node_model
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)

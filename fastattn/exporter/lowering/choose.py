@@ -1,0 +1,98 @@
+"""Choose each attention node's kernel by measuring the candidates on the target provider.
+
+Nodes with equal signatures (attributes, optional inputs, head sizes) share one
+measurement. Per node the fastest candidate that matches the function body wins, for
+prefill and for decode separately; when they differ the node gets a switch on sequence
+length (see :mod:`.apply`). A provider not installed here cannot be measured: the
+choice then follows the target's static preference and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import onnx_ir as ir
+
+from fastattn.errors import ProviderError
+from fastattn.exporter.capture import module_path
+from fastattn.exporter.lowering.apply import Choice
+from fastattn.exporter.lowering.base import AttentionSite, LoweringRule
+from fastattn.exporter.lowering.measure import ShapeCase, measure, profile_for
+from fastattn.exporter.lowering.portable import PORTABLE
+from fastattn.exporter.lowering.registry import Target, by_name, candidates
+from fastattn.runtime.providers import resolve
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoweringOptions:
+    target: Target = Target.CPU
+    profile: tuple[ShapeCase, ...] = ()  # empty: defaults per kind of node (see measure.profile_for)
+    only: str | None = None  # force this rule wherever it applies (tests, --lowering)
+    repeats: int = 10
+    threads: int | None = None
+
+
+def find_sites(model: ir.Model) -> dict[str, AttentionSite]:
+    return {n.name: AttentionSite.from_node(n, module_path(n)) for n in model.graph if AttentionSite.is_attention(n)}
+
+
+def plan(model: ir.Model, options: LoweringOptions) -> tuple[dict[str, Choice], dict[str, AttentionSite]]:
+    """A :class:`Choice` per attention node of ``model`` for ``options.target``."""
+    sites = find_sites(model)
+    opset = model.opset_imports.get("", 18)
+    chosen: dict[tuple, Choice] = {}
+    result = {}
+    for name, site in sites.items():
+        signature = site.signature()
+        if signature not in chosen:
+            chosen[signature] = _choose(site, options, opset)
+            log.info("%s: %s", site.layer, chosen[signature].label)
+        result[name] = chosen[signature]
+    return result, sites
+
+
+def _choose(site: AttentionSite, options: LoweringOptions, opset: int) -> Choice:
+    applicable: list[LoweringRule] = []
+    rejected: dict[str, str] = {}
+    pool = candidates(options.target)
+    if options.only:
+        pool = [PORTABLE, by_name(options.only)]
+    for rule in pool:
+        if rule is PORTABLE:
+            continue
+        match = rule.check(site)
+        if match:
+            applicable.append(rule)
+        else:
+            rejected[rule.name] = match.reason
+    if not applicable:
+        return Choice(PORTABLE, rejected=rejected)
+    if options.only:
+        return Choice(applicable[0], rejected=rejected)
+    try:
+        resolve([options.target.provider])
+    except ProviderError as e:
+        rejected["measurement"] = f"not measured ({e.what}); static preference"
+        return Choice(applicable[0], rejected=rejected)
+    cases = profile_for(site, options.profile)
+    timings: dict[str, dict[str, float]] = {}
+    for m in measure(site, [PORTABLE, *applicable], cases, options.target.provider, opset, options.repeats,
+                     options.threads):  # fmt: skip
+        if m.ms is None:
+            rejected[m.rule] = m.reason
+        else:
+            timings.setdefault(m.case, {})[m.rule] = round(m.ms, 4)
+    return _fastest(timings, rejected, cases)
+
+
+def _fastest(timings: dict[str, dict[str, float]], rejected: dict[str, str], cases: Sequence[ShapeCase]) -> Choice:
+    """Per case the fastest rule valid in every case; decode gets its own rule when it differs."""
+    valid = set.intersection(*(set(t) for t in timings.values())) - set(rejected)
+    best = {case: min(valid, key=lambda r: timings[case][r]) for case in timings}
+    decode = best.get("decode")
+    main = best.get("prefill") or min(valid, key=lambda r: sum(timings[c][r] for c in timings))
+    return Choice(by_name(main), by_name(decode) if decode and decode != main else None, timings, rejected)

@@ -1,0 +1,51 @@
+"""Targets and the ordered registry of lowering rules: which rules may run where."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from fastattn.exporter.lowering.base import LoweringRule
+from fastattn.exporter.lowering.portable import PORTABLE
+
+
+class Target(str, Enum):
+    """What an export is lowered for: an execution provider, or nothing (portable)."""
+
+    PORTABLE = "portable"
+    CPU = "cpu"
+    OPENVINO = "openvino"
+    CUDA = "cuda"
+
+    @property
+    def provider(self) -> str:
+        """The runtime's short provider name measurements and validation use."""
+        return "cpu" if self is Target.PORTABLE else self.value
+
+    @property
+    def contrib_ops(self) -> bool:
+        """Whether ORT's com.microsoft contrib ops may appear (OpenVINO EP does not run them)."""
+        return self in (Target.CPU, Target.CUDA)
+
+
+def rules() -> list[LoweringRule]:
+    """Every lowering rule, portable first (the fallback every target has)."""
+    from fastattn.exporter.lowering.blocked_local import BLOCKED_LOCAL
+    from fastattn.exporter.lowering.gqa import GQA
+    from fastattn.exporter.lowering.mha import MHA
+    from fastattn.exporter.lowering.onnx_attention import ONNX_ATTENTION
+
+    return [PORTABLE, GQA, MHA, ONNX_ATTENTION, BLOCKED_LOCAL]
+
+
+def candidates(target: Target) -> list[LoweringRule]:
+    """The rules a target may use."""
+    if target is Target.PORTABLE:
+        return [PORTABLE]
+    return [r for r in rules() if target.contrib_ops or not r.contrib]
+
+
+def by_name(name: str) -> LoweringRule:
+    for rule in rules():
+        if rule.name == name:
+            return rule
+    raise KeyError(name)
