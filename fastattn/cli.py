@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fastattn.errors import FastAttnError, InputError
+from fastattn.exporter.lowering.target import Target
 
 err = Console(stderr=True)
 out = Console()
@@ -74,18 +76,31 @@ def _parse_input_specs(_ctx, _param, values: tuple[str, ...]):
     "use only with files you trust.",
 )  # fmt: skip
 @click.option("--opset", type=int, default=None, help="ONNX opset of the exported graph [default: 20].")
+@click.option(
+    "-t", "--target", type=click.Choice([t.value for t in Target]), default=Target.CPU.value, show_default=True,
+    help="Execution provider to lower attention for; portable keeps the fastattn function nodes.",
+)  # fmt: skip
+@click.option("--profile", "profile", multiple=True, callback=lambda c, p, v: _parse_profile(v), metavar="NAME=BxS[+P]",
+              help="A shape to time lowering candidates at, e.g. prefill=1x2048, decode=1x1+2048 (repeatable).")
+@click.option("--lowering", "only", default=None, help="Use this lowering rule wherever it applies (no measurement).")
+@click.option("--allow-fusion-shortfall", is_flag=True, help="Accept fewer fusions than the model should get.")
 @click.option("--threads", type=int, default=None, help="ONNX Runtime threads used for validation.")
 @click.option("-f", "--force", is_flag=True, help="Replace a non-empty output directory.")
 @verbose_option
 @_handle_errors
-def export_command(model, output, inputs, allow_pickle, opset, threads, force, verbose) -> None:
+def export_command(
+    model, output, inputs, allow_pickle, opset, target, profile, only, allow_fusion_shortfall, threads, force, verbose
+) -> None:
     """Export MODEL (model.pt: fastattn checkpoint, TorchScript, .pt2 or pickled module) to ONNX, validated."""
     from fastattn.exporter.capture import DEFAULT_OPSET
     from fastattn.exporter.pipeline import ExportOptions, export
 
     _logging(verbose)
     output = output or model.with_name(model.stem + "-fastattn")
-    options = ExportOptions(output, inputs, allow_pickle, opset or DEFAULT_OPSET, force=force, threads=threads)
+    options = ExportOptions(
+        output, inputs, allow_pickle, opset or DEFAULT_OPSET, force=force, threads=threads, target=Target(target),
+        profile=profile, only=only, allow_fusion_shortfall=allow_fusion_shortfall,
+    )  # fmt: skip
     with err.status("exporting") as status:
         result = export(model, options, progress=lambda message: status.update(message))
     _print_summary(result)
@@ -94,9 +109,10 @@ def export_command(model, output, inputs, allow_pickle, opset, threads, force, v
 def _print_summary(result) -> None:
     """Attention layers and validation of an export, compactly; the full story is in report.md."""
     manifest = result.manifest
-    layers = Table("graph", "layer", "kind", "heads/kv", "window", "global", "kernel", title="attention")
+    layers = Table("graph", "layer", "kind", "heads/kv", "window", "global", "kernel",
+                   title=f"attention (target {manifest.target})")  # fmt: skip
     for a in manifest.attention:
-        layers.add_row(a.graph, a.node, a.kind, f"{a.num_heads}/{a.kv_num_heads}", str(a.window or "-"),
+        layers.add_row(a.graph, a.layer, a.kind, f"{a.num_heads}/{a.kv_num_heads}", str(a.window or "-"),
                        str(a.global_tokens or "-"), a.lowering)  # fmt: skip
     out.print(layers)
     cases = Table("graph", "case", "worst output", "max abs", "max rel", "cosine", "", title="validation vs PyTorch")
@@ -106,6 +122,9 @@ def _print_summary(result) -> None:
         cases.add_row(c.case.graph, c.case.name, worst.name, f"{worst.max_abs:.2e}", f"{worst.max_rel:.2e}",
                       f"{worst.cosine:.7f}", mark)  # fmt: skip
     out.print(cases)
+    for graph, counts in manifest.fusions.items():
+        fired = ", ".join(f"{name} {n}" for name, n in counts.items() if n) or "none"
+        out.print(f"fusions in {graph}: {fired}")
     files = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in sorted(result.output.glob("*.onnx*")))
     out.print(f"[bold green]exported[/] {result.output} ({files}) in {result.timings['total']:.1f} s; "
               f"report: {result.output / 'report.md'}")  # fmt: skip
@@ -117,6 +136,28 @@ main.add_command(export_command)
 def export_main() -> None:
     """Entry point of ``fastattn-export`` (the same as ``fastattn export``)."""
     export_command(prog_name="fastattn-export")
+
+
+@main.command("optimize")
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("-t", "--target", type=click.Choice([t.value for t in Target if t is not Target.PORTABLE]),
+              default=Target.CPU.value, show_default=True, help="Execution provider to lower attention for.")
+@click.option("--profile", "profile", multiple=True, callback=lambda c, p, v: _parse_profile(v), metavar="NAME=BxS[+P]",
+              help="A shape to time lowering candidates at (repeatable).")
+@click.option("--lowering", "only", default=None, help="Use this lowering rule wherever it applies.")
+@click.option("--allow-fusion-shortfall", is_flag=True, help="Accept fewer fusions than expected.")
+@click.option("--threads", type=int, default=None, help="ONNX Runtime threads.")
+@verbose_option
+@_handle_errors
+def optimize_command(output, target, profile, only, allow_fusion_shortfall, threads, verbose) -> None:
+    """Lower a portable export in OUTPUT for a target, validated against its portable graphs."""
+    from fastattn.exporter.pipeline import reoptimize
+
+    _logging(verbose)
+    with err.status("optimizing") as status:
+        result = reoptimize(output, Target(target), profile, only, allow_fusion_shortfall, threads,
+                            progress=lambda message: status.update(message))  # fmt: skip
+    _print_summary(result)
 
 
 @main.command("validate")
@@ -203,6 +244,21 @@ def _parse_feed(text: str) -> tuple[str, object]:
         return name, json.loads(value)  # a Python list: the runtime converts it to the input's dtype by value
     except json.JSONDecodeError as e:
         raise InputError(f"input {name!r}: {value!r} is neither a .npy path nor JSON", "e.g. input_ids=[[1,2,3]]") from e
+
+
+def _parse_profile(values: tuple[str, ...]):
+    """``prefill=1x2048`` / ``decode=1x1+2048`` -> ShapeCase(name, batch, sequence, past)."""
+    from fastattn.exporter.lowering.measure import ShapeCase
+
+    cases = []
+    for text in values:
+        name, _, shape = text.partition("=")
+        match = re.fullmatch(r"(\d+)x(\d+)(?:\+(\d+))?", shape)
+        if not name or not match:
+            raise click.BadParameter(f"{text!r}: write NAME=BATCHxSEQ[+PAST], e.g. decode=1x1+2048")
+        batch, seq, past = (int(g) if g else 0 for g in match.groups())
+        cases.append(ShapeCase(name, batch, seq, past))
+    return tuple(cases)
 
 
 def _parse_size(text: str) -> tuple[str, int]:

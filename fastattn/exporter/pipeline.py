@@ -9,6 +9,7 @@ kept as ``<destination>.rejected`` with its report, and raises :class:`Validatio
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,9 +19,14 @@ import onnx_ir as ir
 
 from fastattn.attention.onnx_function import DOMAIN, OP_TYPE
 from fastattn.attention.spec import AttentionSpec
-from fastattn.errors import ValidationFailed
+from fastattn.errors import InputError, ValidationFailed
 from fastattn.exporter import report
 from fastattn.exporter.capture import DEFAULT_OPSET, capture, module_path
+from fastattn.exporter.graphs import GraphDef
+from fastattn.exporter.lowering.choose import LoweringOptions
+from fastattn.exporter.lowering.measure import ShapeCase
+from fastattn.exporter.lowering.target import Target
+from fastattn.exporter.optimize import optimize
 from fastattn.exporter.package import EXTERNAL_DATA_THRESHOLD, Staging, check_destination, save_model, versions
 from fastattn.exporter.prepare import Prepared, prepare
 from fastattn.exporter.validate import Precision, Tolerance, ValidationResult, default_cases, validate
@@ -42,7 +48,12 @@ class ExportOptions:
     tolerance: Tolerance | None = None
     force: bool = False
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD
-    threads: int | None = None  # ONNX Runtime intra-op threads during validation
+    threads: int | None = None  # ONNX Runtime intra-op threads (measurement and validation)
+    target: Target = Target.CPU
+    profile: tuple[ShapeCase, ...] = ()  # shapes lowering candidates are timed at; () = defaults
+    only: str | None = None  # force one lowering rule wherever it applies
+    repeats: int = 10  # timed runs per lowering candidate and shape
+    allow_fusion_shortfall: bool = False
 
 
 @dataclass
@@ -67,21 +78,37 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
     timings["load"] = time.perf_counter() - clock
 
     with Staging(destination) as staging:
-        models: dict[str, ir.Model] = {}
+        layers: list[AttentionLayer] = []
+        fusions: dict[str, dict[str, int]] = {}
+        opsets: dict[str, int] = {}
         for graph in prepared.graphs:
             step(f"capturing {graph.file}")
             t = time.perf_counter()
-            models[graph.name] = capture(graph, options.opset)
-            save_model(models[graph.name], staging.path, graph.file, options.external_data_threshold)
+            model = capture(graph, options.opset)
             timings[f"capture {graph.name}"] = time.perf_counter() - t
+            graph_layers = attention_layers(graph.name, model)
+            if options.target is not Target.PORTABLE:
+                step(f"lowering {graph.file} for {options.target.value}")
+                t = time.perf_counter()
+                lowering = LoweringOptions(options.target, options.profile, options.only, options.repeats, options.threads)
+                expected = prepared.expected_fusions.get(graph.name)
+                optimized = optimize(model, lowering, expected, options.allow_fusion_shortfall)
+                optimized.annotate(graph_layers, graph.name)
+                fusions[graph.name] = optimized.fusions
+                timings[f"optimize {graph.name}"] = time.perf_counter() - t
+            layers += graph_layers
+            opsets = dict(model.opset_imports)
+            save_model(model, staging.path, graph.file, options.external_data_threshold)
 
         manifest = Manifest(
             arch=prepared.arch,
             source=prepared.source,
             graphs=[g.entry() for g in prepared.graphs],
-            attention=[layer for name, m in models.items() for layer in attention_layers(name, m)],
+            attention=layers,
             dims=prepared.dims,
-            opsets=dict(next(iter(models.values())).opset_imports),
+            opsets=opsets,
+            target=options.target.value,
+            fusions=fusions,
             precision=options.precision.value,
             config=prepared.config,
             versions=versions(),
@@ -151,7 +178,7 @@ def attention_layers(graph: str, model: ir.Model) -> list[AttentionLayer]:
         )  # fmt: skip
         layers.append(
             AttentionLayer(
-                graph, module_path(node), spec.kind, spec.num_heads, spec.kv_num_heads,
+                graph, module_path(node), node.name, spec.kind, spec.num_heads, spec.kv_num_heads,
                 spec.causal, spec.window, spec.global_tokens, node.overload,
             )  # fmt: skip
         )
@@ -162,8 +189,71 @@ def _failure_line(result: ValidationResult) -> str:
     failures = result.failures()
     case, out = failures[0]
     more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
-    detail = out.note or f"max abs error {out.max_abs:.3g}, max rel {out.max_rel:.3g}, cosine {out.cosine:.6f}"
+    detail = f"max abs error {out.max_abs:.3g}, max rel {out.max_rel:.3g}, cosine {out.cosine:.6f}"
+    if out.note:
+        detail += f" ({out.note})"
     return (
         f"validation failed: output {out.name!r} of graph {case.graph!r} at {case.name}: {detail}, "
         f"tolerance atol {result.tolerance.atol:g} + rtol {result.tolerance.rtol:g}{more}"
     )
+
+
+def reoptimize(
+    directory: str | Path,
+    target: Target,
+    profile: tuple[ShapeCase, ...] = (),
+    only: str | None = None,
+    allow_fusion_shortfall: bool = False,
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> ExportResult:
+    """Lower a portable export for ``target``, validated against the portable graphs it came from."""
+    step = progress or (lambda message: log.info(message))
+    directory = Path(directory)
+    manifest = Manifest.load(directory)
+    if manifest.target != Target.PORTABLE.value:
+        raise InputError(
+            f"{directory} was already lowered for {manifest.target!r}",
+            f"re-export from the model with --target {target.value} (or --target portable, then optimize)",
+        )
+    clock = time.perf_counter()
+    portable = load_exported(directory, provider="cpu", threads=threads)
+    graphs = [GraphDef(g.name, None, g.inputs, g.outputs, g.cache) for g in manifest.graphs]
+    longest = max((a.window for a in manifest.attention), default=0)
+    with Staging(directory) as staging:
+        for path in directory.iterdir():
+            if path.is_file():
+                shutil.copy2(path, staging.path / path.name)
+        fusions = {}
+        for entry in manifest.graphs:
+            step(f"lowering {entry.file} for {target.value}")
+            model = ir.load(directory / entry.file)
+            optimized = optimize(model, LoweringOptions(target, profile, only, threads=threads), None,
+                                 allow_fusion_shortfall)  # fmt: skip
+            optimized.annotate(manifest.attention, entry.name)
+            fusions[entry.name] = optimized.fusions
+            for stale in staging.path.glob(f"{entry.file}*"):
+                stale.unlink()
+            save_model(model, staging.path, entry.file)
+        manifest.target, manifest.fusions = target.value, fusions
+        manifest.opsets = dict(model.opset_imports)
+        step("validating against the portable graphs")
+        lowered = load_exported(staging.path, provider="cpu", threads=threads)
+        cases = [c for g in graphs for c in default_cases(g, longest)]
+        result = validate(
+            graphs,
+            {g.name: lowered.graph(g.name).run for g in graphs},
+            cases,
+            Precision(manifest.precision),
+            references={g.name: portable.graph(g.name).run for g in graphs},
+        )
+        manifest.validation = result.to_dict()
+        manifest.save(staging.path)
+        timings = {"total": time.perf_counter() - clock}
+        text = report.render(manifest, timings, [f"lowered from the portable export in {directory}"])
+        (staging.path / "report.md").write_text(text)
+        if not result.passed:
+            kept = staging.reject()
+            raise ValidationFailed(_failure_line(result), f"see {kept / 'report.md'}; {directory} is unchanged")
+        output = staging.commit()
+    return ExportResult(output, manifest, result, timings, text)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastattn.errors import InputError
+from fastattn.exporter.fusion.expected import expected_counts
 from fastattn.exporter.graphs import GraphDef
 from fastattn.exporter.declare import declare
 from fastattn.exporter.input_spec import foreign_graph
@@ -25,6 +26,7 @@ class Prepared:
     dims: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # for the report
     longest_window: int = 0
+    expected_fusions: dict[str, dict[str, int]] = field(default_factory=dict)  # graph -> fusion -> count
 
 
 def prepare(path: Path, inputs: tuple[TensorSpec, ...], allow_pickle: bool) -> Prepared:
@@ -37,13 +39,15 @@ def prepare(path: Path, inputs: tuple[TensorSpec, ...], allow_pickle: bool) -> P
             )
         model = checkpoint.from_payload(loaded.checkpoint, str(path))
         cfg = model.config
+        graphs = model_graphs(model)
         return Prepared(
-            graphs=model_graphs(model),
+            graphs=graphs,
             arch=cfg.arch.value,
             source=f"{path.name} (fastattn checkpoint, preset {cfg.name!r})",
             config=cfg.to_dict(),
             dims=dict(DIMS),
             longest_window=max(windows(cfg), default=0),
+            expected_fusions={g.name: expected_counts(cfg, g.name) for g in graphs},
         )
     return _prepare_foreign(path, loaded, inputs)
 

@@ -32,14 +32,40 @@ def render(manifest: Manifest, timings: dict[str, float] | None = None, notes: l
                   "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for a in manifest.attention:
             lines.append(
-                f"| {a.graph} | {a.node} | {a.kind} | {a.num_heads} | {a.kv_num_heads} | {a.causal} | "
+                f"| {a.graph} | {a.layer} | {a.kind} | {a.num_heads} | {a.kv_num_heads} | {a.causal} | "
                 f"{a.window or '-'} | {a.global_tokens or '-'} | {a.inputs or 'qkv'} | {a.lowering} |"
             )
     else:
         lines.append("No `fastattn::Attention` node in the model.")
+    lines += _lowering(manifest)
     lines += ["", *_validation(manifest.validation), "", "## Versions", ""]
     lines += [", ".join(f"{k} {v}" for k, v in manifest.versions.items()), ""]
     return "\n".join(lines)
+
+
+def _lowering(manifest: Manifest) -> list[str]:
+    """Why each distinct layer got its kernel: candidate timings per shape, refusals; fusion counts."""
+    lines = ["", f"## Lowering for target `{manifest.target}`", ""]
+    if manifest.target == "portable":
+        return lines + ["Not lowered: every attention runs its `fastattn` function body (exact everywhere, fast nowhere)."]
+    seen: set[str] = set()
+    for a in manifest.attention:
+        key = repr((a.kind, a.num_heads, a.kv_num_heads, a.window, a.global_tokens, a.inputs, a.timings, a.rejected))
+        if key in seen:
+            continue
+        seen.add(key)
+        same = [b.layer for b in manifest.attention if b.graph == a.graph and b.lowering == a.lowering
+                and (b.kind, b.window, b.inputs) == (a.kind, a.window, a.inputs)]  # fmt: skip
+        lines.append(f"- **{a.lowering}** for {a.kind} attention ({', '.join(same)})")
+        for case, times in a.timings.items():
+            ranked = ", ".join(f"{rule} {ms:.3f} ms" for rule, ms in sorted(times.items(), key=lambda kv: kv[1]))
+            lines.append(f"  - {case}: {ranked}")
+        for rule, reason in a.rejected.items():
+            lines.append(f"  - not {rule}: {reason}")
+    for graph, counts in manifest.fusions.items():
+        fired = ", ".join(f"{name} {n}" for name, n in counts.items() if n) or "none"
+        lines += ["", f"Fusions in {graph}: {fired}."]
+    return lines
 
 
 def _worst_per_family(outputs: list[dict]) -> list[dict]:

@@ -253,15 +253,18 @@ def validate(
     cases: list[Case],
     precision: Precision = Precision.FP32,
     tolerance: Tolerance | None = None,
+    references: Mapping[str, Runner] | None = None,
 ) -> ValidationResult:
-    """Run every case; the result says per case and output how far ONNX Runtime is from PyTorch."""
+    """Run every case; the result says per case and output how far the candidate is from the reference
+    (PyTorch, unless other ``references`` are given, e.g. the portable ONNX model)."""
     tol = tolerance or TOLERANCES[precision]
     by_name = {g.name: g for g in graphs}
     result = ValidationResult(tol, precision)
     for case in cases:
         graph = by_name[case.graph]
         log.info("validating %s: %s", graph.name, case.name)
-        result.cases.append(run_case(graph, case, torch_runner(graph), candidates[graph.name], tol))
+        reference = references[graph.name] if references else torch_runner(graph)
+        result.cases.append(run_case(graph, case, reference, candidates[graph.name], tol))
     return result
 
 

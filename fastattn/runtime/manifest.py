@@ -99,10 +99,11 @@ class GraphEntry:
 
 @dataclass
 class AttentionLayer:
-    """One ``fastattn::Attention`` node as exported."""
+    """One ``fastattn::Attention`` node as exported, and the kernel it was lowered to."""
 
     graph: str
-    node: str
+    layer: str  # the PyTorch module it came from
+    node: str  # the ONNX node name at capture
     kind: str  # full | causal | sliding | global_local
     num_heads: int
     kv_num_heads: int
@@ -111,6 +112,8 @@ class AttentionLayer:
     global_tokens: int
     inputs: str  # overload: "", "mask", "past", "past_mask"
     lowering: str = "portable"
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)  # shape case -> rule -> ms
+    rejected: dict[str, str] = field(default_factory=dict)  # rule -> why it was not used
 
 
 @dataclass
@@ -121,6 +124,8 @@ class Manifest:
     attention: list[AttentionLayer] = field(default_factory=list)
     dims: dict[str, str] = field(default_factory=dict)  # dynamic dim -> meaning
     opsets: dict[str, int] = field(default_factory=dict)
+    target: str = "portable"  # what attention was lowered for: portable | cpu | openvino | cuda
+    fusions: dict[str, dict[str, int]] = field(default_factory=dict)  # graph -> fusion -> count
     precision: str = "fp32"
     config: dict | None = None  # the fastattn model config, when the model is fastattn's own
     validation: dict | None = None

@@ -32,7 +32,7 @@ def test_output_directory_holds_model_manifest_report(decoder_export):
         ("causal", 0, "past_mask"),
     ]
     assert manifest.validation["passed"] and len(manifest.validation["cases"]) == 3
-    assert manifest.versions["onnxruntime"] and manifest.opsets["fastattn"] == 1
+    assert manifest.versions["onnxruntime"] and manifest.opsets[""] >= 20 and manifest.target == "cpu"
     report = (result.output / "report.md").read_text()
     assert "Validation: PASSED" in report and "decoder.layers.0.self_attn" in report
 

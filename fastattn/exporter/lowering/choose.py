@@ -21,7 +21,8 @@ from fastattn.exporter.lowering.apply import Choice
 from fastattn.exporter.lowering.base import AttentionSite, LoweringRule
 from fastattn.exporter.lowering.measure import ShapeCase, measure, profile_for
 from fastattn.exporter.lowering.portable import PORTABLE
-from fastattn.exporter.lowering.registry import Target, by_name, candidates
+from fastattn.exporter.lowering.registry import by_name, candidates
+from fastattn.exporter.lowering.target import Target
 from fastattn.runtime.providers import resolve
 
 log = logging.getLogger(__name__)

@@ -1,30 +1,10 @@
-"""Targets and the ordered registry of lowering rules: which rules may run where."""
+"""The ordered registry of lowering rules: which rules may run on which target."""
 
 from __future__ import annotations
 
-from enum import Enum
-
 from fastattn.exporter.lowering.base import LoweringRule
 from fastattn.exporter.lowering.portable import PORTABLE
-
-
-class Target(str, Enum):
-    """What an export is lowered for: an execution provider, or nothing (portable)."""
-
-    PORTABLE = "portable"
-    CPU = "cpu"
-    OPENVINO = "openvino"
-    CUDA = "cuda"
-
-    @property
-    def provider(self) -> str:
-        """The runtime's short provider name measurements and validation use."""
-        return "cpu" if self is Target.PORTABLE else self.value
-
-    @property
-    def contrib_ops(self) -> bool:
-        """Whether ORT's com.microsoft contrib ops may appear (OpenVINO EP does not run them)."""
-        return self in (Target.CPU, Target.CUDA)
+from fastattn.exporter.lowering.target import Target
 
 
 def rules() -> list[LoweringRule]:

@@ -1,0 +1,80 @@
+"""Exports lowered per target: what kernels the graph ends up with, and that they still validate."""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+import pytest
+
+from fastattn.errors import InputError
+from fastattn.exporter.lowering.measure import ShapeCase
+from fastattn.exporter.lowering.target import Target
+from fastattn.exporter.pipeline import ExportOptions, export, reoptimize
+from fastattn.models import LayerAttention, ModelConfig, build, save
+
+PROFILE = (ShapeCase("prefill", 1, 48), ShapeCase("decode", 1, 1, past=48))
+ENCODER = ModelConfig(name="tiny-encoder", vocab_size=64, d_model=32, num_heads=4, kv_heads=4, ffn_dim=64,
+                      encoder_layers=(LayerAttention(), LayerAttention.parse("sliding:8")))  # fmt: skip
+
+
+def ops(model: ir.Model) -> set[tuple[str, str]]:
+    return {(n.domain, n.op_type) for n in ir.traversal.RecursiveGraphIterator(model.graph)}
+
+
+@pytest.fixture(scope="module")
+def lowered(decoder_checkpoint, tmp_path_factory):
+    root = tmp_path_factory.mktemp("targets")
+    return {
+        t: export(decoder_checkpoint, ExportOptions(root / t.value, target=t, profile=PROFILE, repeats=3))
+        for t in (Target.CPU, Target.OPENVINO, Target.PORTABLE)
+    }
+
+
+def test_cpu_target_replaces_attention_with_measured_kernels(lowered):
+    result = lowered[Target.CPU]
+    assert result.validation.passed and result.manifest.target == "cpu"
+    model = ir.load(result.output / "model.onnx")
+    main_ops = {(n.domain, n.op_type) for n in model.graph}
+    assert ("fastattn", "Attention") not in main_ops or all(a.lowering == "portable" for a in result.manifest.attention)
+    for layer in result.manifest.attention:
+        assert layer.lowering != "portable" or layer.rejected
+        assert set(layer.timings) == {"prefill", "decode"}
+        fastest = {case: min(times, key=times.get) for case, times in layer.timings.items()}
+        assert layer.lowering.split(" | decode: ")[0] == fastest["prefill"]  # the measured fastest wins
+        assert layer.lowering.split(" | decode: ")[-1] == fastest["decode"]
+    assert result.manifest.fusions["model"]["rms_norm"] == 5  # 2 per layer + the final norm
+    report = (result.output / "report.md").read_text()
+    assert "## Lowering for target `cpu`" in report and "prefill:" in report
+
+
+def test_openvino_target_uses_standard_ops_only(lowered):
+    result = lowered[Target.OPENVINO]
+    assert result.validation.passed
+    domains = {d for d, _ in ops(ir.load(result.output / "model.onnx"))}
+    assert "com.microsoft" not in domains
+    assert all("not measured" in a.rejected.get("measurement", "") for a in result.manifest.attention
+               if a.lowering != "portable")  # fmt: skip  (no OpenVINO EP in this environment)
+
+
+def test_portable_target_keeps_the_function_nodes(lowered):
+    result = lowered[Target.PORTABLE]
+    assert result.manifest.fusions == {} and all(a.lowering == "portable" for a in result.manifest.attention)
+    assert ("fastattn", "Attention") in ops(ir.load(result.output / "model.onnx"))
+
+
+def test_optimize_lowers_a_portable_export_and_validates_it(lowered, tmp_path):
+    import shutil
+
+    copy = tmp_path / "portable"
+    shutil.copytree(lowered[Target.PORTABLE].output, copy)
+    result = reoptimize(copy, Target.CPU, PROFILE)
+    assert result.validation.passed and result.manifest.target == "cpu"
+    assert "lowered from the portable export" in (copy / "report.md").read_text()
+    with pytest.raises(InputError, match="already lowered for 'cpu'"):
+        reoptimize(copy, Target.CPU)
+
+
+def test_forced_rule_that_cannot_apply_keeps_portable_with_the_reason(tmp_path):
+    ckpt = save(build(ENCODER), tmp_path / "enc.pt")
+    result = export(ckpt, ExportOptions(tmp_path / "out", target=Target.CPU, only="gqa"))
+    assert [a.lowering for a in result.manifest.attention] == ["portable", "portable"]
+    assert all("causal" in a.rejected["gqa"] for a in result.manifest.attention)
