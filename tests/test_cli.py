@@ -46,7 +46,7 @@ def test_fastattn_export_console_script(decoder_checkpoint, tmp_path):
 def test_validate_and_run(decoder_export, tmp_path):
     ckpt, result = decoder_export
     validated = cli("validate", ckpt, result.output)
-    assert validated.exit_code == 0 and "passed 3 cases" in validated.output
+    assert validated.exit_code == 0 and "passed 4 cases" in validated.output
     ran = cli("run", result.output, "--input", "input_ids=[[1,2,3,4]]", "--input", "attention_mask=[[1,1,1,1]]",
               "--random", "--save", tmp_path / "o.npz")  # fmt: skip
     assert ran.exit_code == 0, ran.output

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from fastattn.exporter.graphs import GraphDef
-from fastattn.models.config import Arch, ModelConfig
+from fastattn.models.config import Arch, ModelConfig, Positions
 from fastattn.models.layers import KV
 from fastattn.models.transformer import FastAttnModel
 from fastattn.runtime.manifest import CachePair, Fill, TensorSpec
@@ -131,6 +131,11 @@ def _decoder_graph(name: str, module: nn.Module, cfg: ModelConfig, extra: list[T
     outputs = [TensorSpec("logits", "float32", ("batch", "sequence", cfg.vocab_size)), *cache("present", TOTAL)]
     pairs = [CachePair(f"past_{kind}_{i}", f"present_{kind}_{i}") for i in layers for kind in ("key", "value")]
     return GraphDef(name, module, inputs, outputs, cache=pairs)
+
+
+def max_length(cfg: ModelConfig) -> int | None:
+    """The longest sequence (cache included) the model can take: learned positions have a table."""
+    return cfg.max_positions if cfg.positions is Positions.LEARNED else None
 
 
 def windows(cfg: ModelConfig) -> list[int]:

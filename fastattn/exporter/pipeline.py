@@ -23,6 +23,7 @@ from fastattn.errors import InputError, ValidationFailed
 from fastattn.exporter import report
 from fastattn.exporter.capture import DEFAULT_OPSET, capture, module_path
 from fastattn.exporter.graphs import GraphDef
+from fastattn.exporter.model_graphs import max_length
 from fastattn.exporter.lowering.choose import LoweringOptions
 from fastattn.exporter.lowering.measure import ShapeCase
 from fastattn.exporter.lowering.target import Target
@@ -30,6 +31,7 @@ from fastattn.exporter.optimize import optimize
 from fastattn.exporter.package import EXTERNAL_DATA_THRESHOLD, Staging, check_destination, save_model, versions
 from fastattn.exporter.prepare import Prepared, prepare
 from fastattn.exporter.validate import Precision, Tolerance, ValidationResult, default_cases, validate
+from fastattn.models.config import ModelConfig
 from fastattn.runtime import load as load_exported
 from fastattn.runtime.manifest import AttentionLayer, Manifest, TensorSpec
 
@@ -160,7 +162,7 @@ def run_validation(
     prepared: Prepared, directory: Path, precision: Precision, tolerance: Tolerance | None, threads: int | None
 ) -> ValidationResult:
     exported = load_exported(directory, provider="cpu", threads=threads)
-    cases = [c for g in prepared.graphs for c in default_cases(g, prepared.longest_window)]
+    cases = [c for g in prepared.graphs for c in default_cases(g, prepared.longest_window, prepared.max_length)]
     candidates = {g.name: exported.graph(g.name).run for g in prepared.graphs}
     return validate(prepared.graphs, candidates, cases, precision, tolerance)
 
@@ -220,6 +222,7 @@ def reoptimize(
     portable = load_exported(directory, provider="cpu", threads=threads)
     graphs = [GraphDef(g.name, None, g.inputs, g.outputs, g.cache) for g in manifest.graphs]
     longest = max((a.window for a in manifest.attention), default=0)
+    limit = max_length(ModelConfig.from_dict(manifest.config)) if manifest.config else None
     with Staging(directory) as staging:
         for path in directory.iterdir():
             if path.is_file():
@@ -239,7 +242,7 @@ def reoptimize(
         manifest.opsets = dict(model.opset_imports)
         step("validating against the portable graphs")
         lowered = load_exported(staging.path, provider="cpu", threads=threads)
-        cases = [c for g in graphs for c in default_cases(g, longest)]
+        cases = [c for g in graphs for c in default_cases(g, longest, limit)]
         result = validate(
             graphs,
             {g.name: lowered.graph(g.name).run for g in graphs},

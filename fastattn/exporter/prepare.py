@@ -12,7 +12,7 @@ from fastattn.exporter.graphs import GraphDef
 from fastattn.exporter.declare import declare
 from fastattn.exporter.input_spec import foreign_graph
 from fastattn.exporter.load import LoadedModel, ModelFormat, load_model
-from fastattn.exporter.model_graphs import DIMS, model_graphs, windows
+from fastattn.exporter.model_graphs import DIMS, max_length, model_graphs, windows
 from fastattn.models import checkpoint
 from fastattn.runtime.manifest import TensorSpec
 
@@ -26,6 +26,7 @@ class Prepared:
     dims: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # for the report
     longest_window: int = 0
+    max_length: int | None = None  # position limit of the model (validation stays within it)
     expected_fusions: dict[str, dict[str, int]] = field(default_factory=dict)  # graph -> fusion -> count
 
 
@@ -47,6 +48,7 @@ def prepare(path: Path, inputs: tuple[TensorSpec, ...], allow_pickle: bool) -> P
             config=cfg.to_dict(),
             dims=dict(DIMS),
             longest_window=max(windows(cfg), default=0),
+            max_length=max_length(cfg),
             expected_fusions={g.name: expected_counts(cfg, g.name) for g in graphs},
         )
     return _prepare_foreign(path, loaded, inputs)

@@ -268,12 +268,17 @@ def validate(
     return result
 
 
-def default_cases(graph: GraphDef, longest_window: int = 0) -> list[Case]:
-    """Shapes other than the traced ones: short and long sequences (longer than every window),
-    batches of 1 and of several padded rows, and for cached graphs a prefill from an empty
-    cache followed by decode steps, plus a call onto a long existing cache."""
+def default_cases(graph: GraphDef, longest_window: int = 0, max_length: int | None = None) -> list[Case]:
+    """Shapes other than the traced ones: short sequences, sequences longer than every window
+    (long enough that lowered kernels take their blocked paths: 4W + 259 > 2 x (128-row block
+    + 2(W-1) band)), batches of 1 and of several padded rows, and for cached graphs a prefill
+    from an empty cache followed by decode steps, plus calls onto a long existing cache.
+    ``max_length`` caps cache lengths for models with a position limit (learned positions)."""
     trace = graph.sizes()
-    long = 2 * longest_window + 3 if longest_window else 2 * max(trace.values(), default=4) + 3
+    long = 4 * longest_window + 259 if longest_window else 2 * max(trace.values(), default=4) + 3
+    moderate = 2 * longest_window + 3 if longest_window else long
+    if max_length:
+        long, moderate = min(long, max_length - 8), min(moderate, max_length - 8)
 
     def case(padded: bool = False, steps: int = 0, **sizes: int) -> Case:
         full = {d: sizes.get(d, trace[d]) for d in graph.dims()}
@@ -287,12 +292,13 @@ def default_cases(graph: GraphDef, longest_window: int = 0) -> list[Case]:
         ]
     if graph.cache:
         return [
-            case(padded=True, steps=4, batch=3, sequence=long, past_sequence=0, encoder_sequence=long),
+            case(steps=4, batch=1, sequence=long, past_sequence=0, encoder_sequence=moderate),
+            case(padded=True, steps=3, batch=3, sequence=moderate, past_sequence=0, encoder_sequence=moderate),
             case(batch=1, sequence=5, past_sequence=long, encoder_sequence=5),
-            case(batch=2, sequence=1, past_sequence=long + 1, encoder_sequence=11),
+            case(batch=2, sequence=1, past_sequence=moderate + 1, encoder_sequence=11),
         ]
     return [
         case(batch=1, sequence=long, encoder_sequence=long),
         case(padded=True, batch=3, sequence=5, encoder_sequence=5),
-        case(padded=True, batch=2, sequence=long + 6, encoder_sequence=long + 6),
+        case(padded=True, batch=2, sequence=moderate + 6, encoder_sequence=moderate + 6),
     ]

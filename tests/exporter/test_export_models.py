@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from fastattn.exporter.capture import capture
-from fastattn.exporter.model_graphs import model_graphs, windows
+from fastattn.exporter.model_graphs import max_length, model_graphs, windows
 from fastattn.exporter.validate import default_cases, validate
 from fastattn.models import LayerAttention, ModelConfig, build
 from fastattn.models.config import Activation, Norm, NormPosition, Positions
@@ -75,10 +75,10 @@ def test_onnx_runtime_matches_pytorch(exported):
         session = ort.InferenceSession(str(directory / g.file), providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
         runners[g.name] = lambda feeds, s=session, names=names: dict(zip(names, s.run(None, dict(feeds))))
-    cases = [c for g in graphs for c in default_cases(g, max(windows(cfg), default=0))]
+    cases = [c for g in graphs for c in default_cases(g, max(windows(cfg), default=0), max_length(cfg))]
     result = validate(graphs, runners, cases)
     assert result.passed, result.failures()
-    assert len(result.cases) == 3 * len(graphs)
+    assert len(result.cases) == sum(4 if g.cache else 3 for g in graphs)
     longest = max(c.case.sizes.get("sequence", c.case.sizes.get("encoder_sequence", 0)) for c in result.cases)
     assert longest > 2 * max(windows(cfg))  # sequences longer than every window were checked
     assert result.worst().max_rel < 1e-5

@@ -31,7 +31,7 @@ def test_output_directory_holds_model_manifest_report(decoder_export):
         ("sliding", 8, "past_mask"),
         ("causal", 0, "past_mask"),
     ]
-    assert manifest.validation["passed"] and len(manifest.validation["cases"]) == 3
+    assert manifest.validation["passed"] and len(manifest.validation["cases"]) == 4
     assert manifest.versions["onnxruntime"] and manifest.opsets[""] >= 20 and manifest.target == "cpu"
     report = (result.output / "report.md").read_text()
     assert "Validation: PASSED" in report and "decoder.layers.0.self_attn" in report
@@ -61,7 +61,7 @@ def test_seq2seq_exports_two_graphs(seq2seq_export):
         "sliding",
         "full",
     ]  # enc self, dec self, dec cross
-    assert result.validation.passed and len(result.validation.cases) == 6
+    assert result.validation.passed and len(result.validation.cases) == 7
 
 
 def test_revalidate_updates_manifest(decoder_export):

@@ -96,7 +96,7 @@ def test_blocks_only_where_they_pay(case: Case, blocked: bool, monkeypatch):
     columns, else the dense ONNX Attention."""
     monkeypatch.setattr(blocked_local, "ONNX_ATTENTION", _Marked())
     site, model = site_and_model(case, has_mask=False)
-    lower(model, {site.node.name: Choice(BLOCKED_LOCAL)}, {site.node.name: site})
+    lower(model, {site.node.name: Choice(blocked_local.BLOCKED_LOCAL)}, {site.node.name: site})
     output = run(model, feeds(case))[0]
     assert not np.all(output == _Marked.MARK) == blocked
 
@@ -106,7 +106,7 @@ def test_one_model_serves_every_shape():
     case = Case(2, 8, 5, 4, 2, 8, causal=True, window=6, global_tokens=2, masked=True)
     site, model = site_and_model(case, has_mask=True)
     portable = _session(model)
-    lower(model, {site.node.name: Choice(BLOCKED_LOCAL)}, {site.node.name: site})
+    lower(model, {site.node.name: Choice(blocked_local.BLOCKED_LOCAL)}, {site.node.name: site})
     session = _session(model)
     for batch, seq, past in ((2, 8, 5), (1, 1, 60), (3, 77, 0), (2, 30, 31), (1, 3, 1)):
         inputs = feeds(replace(case, batch=batch, seq=seq, past=past))
@@ -160,7 +160,7 @@ def test_block_size_follows_the_window():
 def test_lowered_model_is_valid_opset_23():
     case = Case(2, 5, 3, 4, 2, 8, causal=False, window=2, global_tokens=1, masked=True)
     site, model = site_and_model(case, has_mask=True)
-    lower(model, {site.node.name: Choice(BLOCKED_LOCAL)}, {site.node.name: site})
+    lower(model, {site.node.name: Choice(blocked_local.BLOCKED_LOCAL)}, {site.node.name: site})
     assert model.opset_imports[""] == 23
     assert [n.op_type for n in model.graph].count("If") == 1
     assert not model.functions
@@ -178,3 +178,28 @@ def test_output_alone_when_presents_are_unused(case: Case, rule: BlockedLocal):
     assert not site.presents_used
     lower(model, {site.node.name: Choice(rule)}, {site.node.name: site})
     assert np.abs(run(model, feeds(case))[0] - want).max() < TOL
+
+
+def test_blocked_branch_with_an_empty_cache_in_a_model(tmp_path):
+    """Prefill through a decoder's (empty) past inputs long enough to take the blocked branch.
+
+    Regression: ORT's reshape fusion turned the head merge of an empty past into (0, 0, -1).
+    """
+    from fastattn.exporter.capture import capture
+    from fastattn.exporter.lowering.choose import find_sites
+    from fastattn.exporter.model_graphs import model_graphs
+    from fastattn.exporter.validate import torch_runner
+    from fastattn.models import LayerAttention, ModelConfig, build
+
+    cfg = ModelConfig(vocab_size=32, d_model=32, num_heads=4, kv_heads=2, ffn_dim=32,
+                      decoder_layers=(LayerAttention.parse("sliding:8"),))  # fmt: skip
+    graph = model_graphs(build(cfg))[0]
+    model = capture(graph)
+    sites = find_sites(model)
+    lower(model, {name: Choice(blocked_local.BLOCKED_LOCAL) for name in sites}, sites)
+    session = ort.InferenceSession(ir.serde.serialize_model(model).SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {"input_ids": np.arange(200).reshape(1, 200) % 32, "attention_mask": np.ones((1, 200), np.int64),
+             "past_key_0": np.zeros((1, 2, 0, 8), np.float32), "past_value_0": np.zeros((1, 2, 0, 8), np.float32)}  # fmt: skip
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+    want = torch_runner(graph)(feeds)
+    assert np.abs(got["logits"] - want["logits"]).max() < 1e-4

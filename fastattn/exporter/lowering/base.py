@@ -10,6 +10,8 @@ inputs). A rule that is exact only for some inputs (e.g. no padding) returns a r
 
 from __future__ import annotations
 
+import itertools
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -49,6 +51,8 @@ class Builder:
     arguments are attributes. ``None`` inputs become missing optional inputs.
     """
 
+    _ids = itertools.count()
+
     def __init__(self, tape: ir.tape.Tape | None = None):
         self.tape = tape or ir.tape.Tape()
 
@@ -59,15 +63,21 @@ class Builder:
         def emit(*inputs, _domain: str = "", _outputs: int = 1, **attributes):
             attrs = {k: v for k, v in attributes.items() if v is not None}
             if _outputs == 1:
-                return self.tape.op(op_type, list(inputs), attrs, domain=_domain)
-            return self.tape.op_multi_out(op_type, list(inputs), attrs, domain=_domain, num_outputs=_outputs)
+                return self.named(self.tape.op(op_type, list(inputs), attrs, domain=_domain))
+            outs = self.tape.op_multi_out(op_type, list(inputs), attrs, domain=_domain, num_outputs=_outputs)
+            return [self.named(v) for v in outs]
 
         return emit
+
+    def named(self, value: ir.Value) -> ir.Value:
+        """A name unique in the process: subgraphs built by separate builders must not collide (SSA)."""
+        value.name = f"fa{os.getpid():x}_{next(Builder._ids)}"
+        return value
 
     def const(self, value, dtype=None) -> ir.Value:
         """A Constant node holding ``value`` (numpy-convertible)."""
         array = np.asarray(value, dtype=dtype)
-        return self.tape.op("Constant", [], {"value": ir.tensor(array)})
+        return self.named(self.tape.op("Constant", [], {"value": ir.tensor(array)}))
 
     def ints(self, *values: int) -> ir.Value:
         return self.const(np.array(values, dtype=np.int64))

@@ -77,8 +77,13 @@ def split_heads(b: Builder, x: ir.Value, heads: int) -> ir.Value:
 
 
 def merge_heads(b: Builder, x: ir.Value, width: ir.Value) -> ir.Value:
-    """(B, H, T, D) -> (B, T, width = H*D); ``width`` is a 1-D tensor, so T may be 0."""
-    return b.Reshape(b.Transpose(x, perm=[0, 2, 1, 3]), b.Concat(b.ints(0, 0), width, axis=0))
+    """(B, H, T, D) -> (B, T, width = H*D); ``width`` is a 1-D tensor, so T may be 0.
+
+    The target shape is spelled out with ``allowzero=1``: ORT's reshape fusion rewrites a
+    ``(0, 0, width)`` shape into ``(0, 0, -1)``, which fails when T is 0 (an empty cache).
+    """
+    moved = b.Transpose(x, perm=[0, 2, 1, 3])
+    return b.Reshape(moved, b.Concat(b.Shape(moved, start=0, end=2), width, axis=0), allowzero=1)
 
 
 def presents(site: AttentionSite, b: Builder) -> tuple[ir.Value, ir.Value]:

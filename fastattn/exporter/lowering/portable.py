@@ -20,7 +20,7 @@ class Portable(LoweringRule):
         outputs = b.tape.op_multi_out(
             OP_TYPE, inputs, attributes, domain=DOMAIN, overload=site.node.overload, num_outputs=3
         )
-        return tuple(outputs)
+        return tuple(b.named(v) for v in outputs)
 
 
 PORTABLE = Portable()
