@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 
 import onnx_ir as ir
+from onnx_ir.passes.common import InlinePass, RemoveUnusedFunctionsPass, RemoveUnusedOpsetsPass
 
 from fastattn.exporter.lowering.apply import Choice, lower
 from fastattn.exporter.lowering.choose import LoweringOptions, plan
@@ -27,13 +28,15 @@ class OptimizeResult:
     lowered: dict[str, int] = field(default_factory=dict)  # rule -> nodes
     fusions: dict[str, int] = field(default_factory=dict)  # fusion -> count
     fusion_notes: list[str] = field(default_factory=list)
+    inlined: bool = False  # function bodies expanded into standard ops (providers without functions)
 
     def annotate(self, layers: list[AttentionLayer], graph: str) -> None:
         """Write each layer's kernel, timings and refusals into its manifest entry."""
         for layer in layers:
             choice = self.choices.get(layer.node) if layer.graph == graph else None
             if choice is not None:
-                layer.lowering, layer.timings, layer.rejected = choice.label, choice.timings, choice.rejected
+                label = choice.label if not self.inlined else choice.label.replace("portable", "portable (inlined)")
+                layer.lowering, layer.timings, layer.rejected = label, choice.timings, choice.rejected
 
 
 def optimize(
@@ -48,10 +51,18 @@ def optimize(
         return result
     result.choices, sites = plan(model, options)
     result.lowered = lower(model, result.choices, sites)
+    if not options.target.model_functions:
+        result.inlined = True
+        InlinePass()(model)
+        RemoveUnusedFunctionsPass()(model)
+        RemoveUnusedOpsetsPass()(model)
     from fastattn.exporter.fusion import fuse  # noqa: PLC0415  (fusion imports onnxscript's rewriter)
 
+    rules = options.target.fusions
+    if rules is not None and expected_fusions:
+        expected_fusions = {name: n for name, n in expected_fusions.items() if name in rules}
     report = fuse(model, contrib_ops=options.target.contrib_ops, expected=expected_fusions,
-                  allow_shortfall=allow_shortfall)  # fmt: skip
+                  allow_shortfall=allow_shortfall, rules=rules)  # fmt: skip
     result.fusions = dict(report.counts)
     result.fusion_notes = list(getattr(report, "notes", []))
     return result

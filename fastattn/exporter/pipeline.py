@@ -12,7 +12,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import onnx_ir as ir
@@ -22,6 +22,7 @@ from fastattn.attention.spec import AttentionSpec
 from fastattn.errors import InputError, ValidationFailed
 from fastattn.exporter import report
 from fastattn.exporter.capture import DEFAULT_OPSET, capture, module_path
+from fastattn.exporter.environments import check_placement
 from fastattn.exporter.graphs import GraphDef
 from fastattn.exporter.model_graphs import max_length
 from fastattn.exporter.lowering.choose import LoweringOptions
@@ -116,6 +117,10 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
             versions=versions(),
         )
         manifest.save(staging.path)
+        if options.target is Target.OPENVINO:
+            step("checking node placement on OpenVINO")
+            manifest.placement = placement_summary(staging.path, options.target)
+            manifest.save(staging.path)
 
         step("validating against PyTorch")
         t = time.perf_counter()
@@ -165,6 +170,12 @@ def run_validation(
     cases = [c for g in prepared.graphs for c in default_cases(g, prepared.longest_window, prepared.max_length)]
     candidates = {g.name: exported.graph(g.name).run for g in prepared.graphs}
     return validate(prepared.graphs, candidates, cases, precision, tolerance)
+
+
+def placement_summary(directory: Path, target: Target) -> dict:
+    """Where the nodes of each graph run on the target provider (possibly in its own environment)."""
+    placements, where = check_placement(directory, target.provider)
+    return {"checked_with": where, "graphs": {p.graph: asdict(p) for p in placements}}
 
 
 def attention_layers(graph: str, model: ir.Model) -> list[AttentionLayer]:

@@ -38,6 +38,7 @@ def render(manifest: Manifest, timings: dict[str, float] | None = None, notes: l
     else:
         lines.append("No `fastattn::Attention` node in the model.")
     lines += _lowering(manifest)
+    lines += _placement(manifest.placement)
     lines += ["", *_validation(manifest.validation), "", "## Versions", ""]
     lines += [", ".join(f"{k} {v}" for k, v in manifest.versions.items()), ""]
     return "\n".join(lines)
@@ -65,6 +66,24 @@ def _lowering(manifest: Manifest) -> list[str]:
     for graph, counts in manifest.fusions.items():
         fired = ", ".join(f"{name} {n}" for name, n in counts.items() if n) or "none"
         lines += ["", f"Fusions in {graph}: {fired}."]
+    return lines
+
+
+def _placement(placement: dict | None) -> list[str]:
+    if placement is None:
+        return []
+    lines = ["", "## Placement on the target provider", ""]
+    if not placement["graphs"]:
+        return lines + [f"Not checked: {placement['checked_with']}."]
+    lines.append(f"Checked with {placement['checked_with']}, one run on small inputs with profiling.")
+    for graph, p in placement["graphs"].items():
+        kernels = ", ".join(f"{provider} {n}" for provider, n in p["kernels"].items())
+        lines += ["", f"- {graph}: kernels run by {kernels}"]
+        if p["fallback"]:
+            lines.append(f"  - {len(p['fallback'])} node(s) fell back from {p['requested']}:")
+            lines += [f"    - `{node}`" for node in p["fallback"]]
+        else:
+            lines.append(f"  - every node ran on {p['requested']}")
     return lines
 
 

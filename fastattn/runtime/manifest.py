@@ -126,6 +126,7 @@ class Manifest:
     opsets: dict[str, int] = field(default_factory=dict)
     target: str = "portable"  # what attention was lowered for: portable | cpu | openvino | cuda
     fusions: dict[str, dict[str, int]] = field(default_factory=dict)  # graph -> fusion -> count
+    placement: dict | None = None  # where nodes ran on the target provider (see runtime.placement)
     precision: str = "fp32"
     config: dict | None = None  # the fastattn model config, when the model is fastattn's own
     validation: dict | None = None

@@ -6,6 +6,7 @@ import onnx_ir as ir
 import pytest
 
 from fastattn.errors import InputError
+from fastattn.exporter.environments import python_for
 from fastattn.exporter.lowering.measure import ShapeCase
 from fastattn.exporter.lowering.target import Target
 from fastattn.exporter.pipeline import ExportOptions, export, reoptimize
@@ -49,10 +50,26 @@ def test_cpu_target_replaces_attention_with_measured_kernels(lowered):
 def test_openvino_target_uses_standard_ops_only(lowered):
     result = lowered[Target.OPENVINO]
     assert result.validation.passed
-    domains = {d for d, _ in ops(ir.load(result.output / "model.onnx"))}
-    assert "com.microsoft" not in domains
-    assert all("not measured" in a.rejected.get("measurement", "") for a in result.manifest.attention
-               if a.lowering != "portable")  # fmt: skip  (no OpenVINO EP in this environment)
+    model = ir.load(result.output / "model.onnx")
+    domains = {d for d, _ in ops(model)}
+    assert domains == {""}  # no contrib ops, and no fastattn functions: OpenVINO EP cannot read them
+    assert not model.functions
+    assert all(a.lowering == "portable (inlined)" for a in result.manifest.attention)
+    assert "emits ops the openvino target" in result.manifest.attention[0].rejected["onnx-attention"]
+    assert set(result.manifest.fusions["model"]) == {"layer_norm", "packed_qkv"}
+
+
+@pytest.mark.skipif(python_for("openvino") is None, reason="no OpenVINO environment: run `make openvino-env`")
+def test_openvino_placement_is_reported_from_its_own_environment(lowered):
+    placement = lowered[Target.OPENVINO].manifest.placement
+    assert ".venv-openvino" in placement["checked_with"] and "1.24" in placement["checked_with"]
+    graph = placement["graphs"]["model"]
+    assert graph["requested"] == "OpenVINOExecutionProvider"
+    assert graph["kernels"]["OpenVINOExecutionProvider"] >= 1
+    fallen = sum(n for provider, n in graph["kernels"].items() if provider != "OpenVINOExecutionProvider")
+    assert len(graph["fallback"]) <= fallen  # every node that ran elsewhere is listed (by name, once)
+    report = (lowered[Target.OPENVINO].output / "report.md").read_text()
+    assert "## Placement on the target provider" in report
 
 
 def test_portable_target_keeps_the_function_nodes(lowered):

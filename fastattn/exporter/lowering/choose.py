@@ -21,7 +21,7 @@ from fastattn.exporter.lowering.apply import Choice
 from fastattn.exporter.lowering.base import AttentionSite, LoweringRule
 from fastattn.exporter.lowering.measure import ShapeCase, measure, profile_for
 from fastattn.exporter.lowering.portable import PORTABLE
-from fastattn.exporter.lowering.registry import by_name, candidates
+from fastattn.exporter.lowering.registry import by_name, candidates, rules
 from fastattn.exporter.lowering.target import Target
 from fastattn.runtime.providers import resolve
 
@@ -60,6 +60,9 @@ def _choose(site: AttentionSite, options: LoweringOptions, opset: int) -> Choice
     applicable: list[LoweringRule] = []
     rejected: dict[str, str] = {}
     pool = candidates(options.target)
+    for rule in rules():
+        if rule not in pool:
+            rejected[rule.name] = f"emits ops the {options.target.value} target's provider does not run"
     if options.only:
         pool = [PORTABLE, by_name(options.only)]
     for rule in pool:

@@ -10,6 +10,7 @@ from fastattn.exporter.lowering.base import OK, AttentionSite, Builder, Lowering
 
 class Portable(LoweringRule):
     name = "portable"
+    targets = frozenset({"portable", "cpu", "cuda", "openvino"})  # inlined for OpenVINO
 
     def check(self, site: AttentionSite) -> MatchResult:
         return OK

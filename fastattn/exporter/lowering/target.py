@@ -22,3 +22,17 @@ class Target(str, Enum):
     def contrib_ops(self) -> bool:
         """Whether ORT's com.microsoft contrib ops may appear (OpenVINO EP does not run them)."""
         return self in (Target.CPU, Target.CUDA)
+
+    @property
+    def model_functions(self) -> bool:
+        """Whether the provider runs model-local functions. OpenVINO EP claims a fastattn node and
+        then fails to read it ("does not support ... fastattn.Attention", onnxruntime-openvino
+        1.24.1): remaining portable nodes are inlined into standard ops for it."""
+        return self is not Target.OPENVINO
+
+    @property
+    def fusions(self) -> tuple[str, ...] | None:
+        """The fusion rules to run; None = every rule on by default. For OpenVINO EP only those
+        it runs: on onnxruntime-openvino 1.24.1 an ONNX RMSNormalization-23 model fails to load
+        ("the graph is not acyclic") and RotaryEmbedding-23 falls back to the CPU EP."""
+        return ("layer_norm", "packed_qkv") if self is Target.OPENVINO else None
