@@ -5,6 +5,20 @@ from __future__ import annotations
 import numpy as np
 
 
+def allowed(S, L, causal=False, window=0, global_tokens=0):
+    """(S, L) bool: which of L keys each of the last S queries may see, padding aside."""
+    qp, kp = np.arange(L - S, L)[:, None], np.arange(L)[None]
+    ok = np.ones((S, L), bool)
+    if causal:
+        ok &= kp <= qp
+    if window:
+        near = np.abs(qp - kp) < window
+        if global_tokens:
+            near |= (kp < global_tokens) | (qp < global_tokens)
+        ok &= near
+    return ok
+
+
 def attention(q, k, v, past_k, past_v, key_mask, num_heads, kv_heads, causal=False, window=0, global_tokens=0, scale=0.0):
     """Packed (B,S,H*D) q/k/v, (B,Hkv,P,D) past or None, (B,P+T) mask or None -> (out, present_k, present_v)."""
     B, S, _ = q.shape
@@ -18,16 +32,7 @@ def attention(q, k, v, past_k, past_v, key_mask, num_heads, kv_heads, causal=Fal
     group = num_heads // kv_heads
     kr, vr = np.repeat(kh, group, 1).astype(np.float64), np.repeat(vh, group, 1).astype(np.float64)
     scores = qh @ kr.transpose(0, 1, 3, 2) * (scale or 1 / np.sqrt(D))
-    qp, kp = np.arange(L - S, L)[:, None], np.arange(L)[None]
-    ok = np.ones((S, L), bool)
-    if causal:
-        ok &= kp <= qp
-    if window:
-        near = np.abs(qp - kp) < window
-        if global_tokens:
-            near |= (kp < global_tokens) | (qp < global_tokens)
-        ok &= near
-    ok = np.broadcast_to(ok, (B, 1, S, L))
+    ok = np.broadcast_to(allowed(S, L, causal, window, global_tokens), (B, 1, S, L))
     if key_mask is not None:
         ok = ok & key_mask.astype(bool)[:, None, None, :]
     scores = np.where(ok, scores, -np.inf)
@@ -42,16 +47,7 @@ def attention(q, k, v, past_k, past_v, key_mask, num_heads, kv_heads, causal=Fal
 def visible_rows(batch, seq, past, key_mask, causal=False, window=0, global_tokens=0):
     """(B, S) bool: which queries see at least one key (the others output zeros by contract)."""
     L = past + seq
-    qp, kp = np.arange(L - seq, L)[:, None], np.arange(L)[None]
-    ok = np.ones((seq, L), bool)
-    if causal:
-        ok &= kp <= qp
-    if window:
-        near = np.abs(qp - kp) < window
-        if global_tokens:
-            near |= (kp < global_tokens) | (qp < global_tokens)
-        ok &= near
-    ok = np.broadcast_to(ok, (batch, seq, L))
+    ok = np.broadcast_to(allowed(seq, L, causal, window, global_tokens), (batch, seq, L))
     if key_mask is not None:
         ok = ok & key_mask.astype(bool)[:, None, :]
     return ok.any(-1)

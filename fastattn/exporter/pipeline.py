@@ -24,12 +24,18 @@ from fastattn.exporter import report
 from fastattn.exporter.capture import DEFAULT_OPSET, capture, module_path
 from fastattn.exporter.environments import check_placement
 from fastattn.exporter.graphs import GraphDef
-from fastattn.exporter.model_graphs import max_length
 from fastattn.exporter.lowering.choose import LoweringOptions
 from fastattn.exporter.lowering.measure import ShapeCase
 from fastattn.exporter.lowering.target import Target
+from fastattn.exporter.model_graphs import max_length
 from fastattn.exporter.optimize import optimize
-from fastattn.exporter.package import EXTERNAL_DATA_THRESHOLD, Staging, check_destination, save_model, versions
+from fastattn.exporter.package import (
+    EXTERNAL_DATA_THRESHOLD,
+    Staging,
+    check_destination,
+    save_model,
+    versions,
+)
 from fastattn.exporter.prepare import Prepared, prepare
 from fastattn.exporter.validate import Precision, Tolerance, ValidationResult, default_cases, validate
 from fastattn.models.config import ModelConfig
@@ -127,16 +133,7 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
         result = run_validation(prepared, staging.path, options.precision, options.tolerance, options.threads)
         timings["validate"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - clock
-        manifest.validation = result.to_dict()
-        manifest.save(staging.path)
-        text = report.render(manifest, timings, prepared.notes)
-        (staging.path / "report.md").write_text(text)
-
-        if not result.passed:
-            kept = staging.reject()
-            raise ValidationFailed(_failure_line(result), f"see {kept / 'report.md'}; nothing was written to {destination}")
-        output = staging.commit()
-    return ExportResult(output, manifest, result, timings, text)
+        return _finish(staging, manifest, result, timings, prepared.notes, f"nothing was written to {destination}")
 
 
 def revalidate(
@@ -261,13 +258,20 @@ def reoptimize(
             Precision(manifest.precision),
             references={g.name: portable.graph(g.name).run for g in graphs},
         )
-        manifest.validation = result.to_dict()
-        manifest.save(staging.path)
         timings = {"total": time.perf_counter() - clock}
-        text = report.render(manifest, timings, [f"lowered from the portable export in {directory}"])
-        (staging.path / "report.md").write_text(text)
-        if not result.passed:
-            kept = staging.reject()
-            raise ValidationFailed(_failure_line(result), f"see {kept / 'report.md'}; {directory} is unchanged")
-        output = staging.commit()
-    return ExportResult(output, manifest, result, timings, text)
+        notes = [f"lowered from the portable export in {directory}"]
+        return _finish(staging, manifest, result, timings, notes, f"{directory} is unchanged")
+
+
+def _finish(staging: Staging, manifest: Manifest, result: ValidationResult, timings: dict[str, float],
+            notes: list[str], untouched: str) -> ExportResult:  # fmt: skip
+    """Record the validation, write the report; commit the staged directory, or keep it as
+    ``.rejected`` and raise :class:`ValidationFailed` naming the worst output."""
+    manifest.validation = result.to_dict()
+    manifest.save(staging.path)
+    text = report.render(manifest, timings, notes)
+    (staging.path / "report.md").write_text(text)
+    if not result.passed:
+        kept = staging.reject()
+        raise ValidationFailed(_failure_line(result), f"see {kept / 'report.md'}; {untouched}")
+    return ExportResult(staging.commit(), manifest, result, timings, text)

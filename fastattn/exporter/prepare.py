@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastattn.errors import InputError
+from fastattn.exporter.declare import declare
 from fastattn.exporter.fusion.expected import expected_counts
 from fastattn.exporter.graphs import GraphDef
-from fastattn.exporter.declare import declare
 from fastattn.exporter.input_spec import foreign_graph
 from fastattn.exporter.load import LoadedModel, ModelFormat, load_model
 from fastattn.exporter.model_graphs import DIMS, max_length, model_graphs, windows

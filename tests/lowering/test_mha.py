@@ -11,8 +11,16 @@ from fastattn.exporter.lowering.measure import ShapeCase, measure
 from fastattn.exporter.lowering.mha import MHA
 from tests import numpy_reference
 from tests.attention.grid import CASES, Case
-from tests.lowering.harness import run, site_and_model
-from tests.lowering.test_gqa import OUTPUT_TOL, Padded, MarkedPortable, assert_matches, decode_chain, guard_passes
+from tests.lowering.harness import (
+    OUTPUT_TOL,
+    MarkedPortable,
+    Padded,
+    assert_matches,
+    decode_chain,
+    guard_passes,
+    run,
+    site_and_model,
+)
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)

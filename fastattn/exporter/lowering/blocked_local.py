@@ -26,14 +26,13 @@ memory are linear in S: scores (B·nb, Hq, Wq, G + band), bands 1.3-3x the keys.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import onnx_ir as ir
 
 from fastattn.exporter.lowering.base import OK, AttentionSite, Builder, LoweringRule, MatchResult
-from dataclasses import dataclass
-
-from fastattn.exporter.lowering.onnx_attention import (
+from fastattn.exporter.lowering.graph_ops import (
     INT64_MAX,
-    ONNX_ATTENTION,
     Lengths,
     arange,
     key_mask_bool,
@@ -44,6 +43,7 @@ from fastattn.exporter.lowering.onnx_attention import (
     visible,
     window_bounds,
 )
+from fastattn.exporter.lowering.onnx_attention import ONNX_ATTENTION
 
 Outputs = tuple[ir.Value, ir.Value | None, ir.Value | None]  # output, present_key, present_value
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from fastattn.exporter.lowering.base import MS, OK, AttentionSite, Builder, LoweringRule, MatchResult
-from fastattn.exporter.lowering.mha import import_contrib_domain, length, same_dim
+from fastattn.exporter.lowering.graph_ops import import_contrib_domain, length, same_dim
 
 INT32 = ir.DataType.INT32
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from fastattn.exporter.lowering.base import MS, OK, AttentionSite, Builder, LoweringRule, MatchResult
+from fastattn.exporter.lowering.graph_ops import import_contrib_domain, length, same_dim
 
 MASKED = -1e30  # additive score of a hidden key: exp underflows to exactly 0, and stays finite
 
@@ -117,28 +118,6 @@ def _present(b: Builder, past: ir.Value | None, new: ir.Value, heads: int) -> ir
     """``past ++ new`` in (B, Hkv, L, D), as the op's presents."""
     split = b.Transpose(b.Reshape(new, b.ints(0, 0, heads, -1)), perm=[0, 2, 1, 3])
     return split if past is None else b.Concat(past, split, axis=2)
-
-
-def import_contrib_domain(site: AttentionSite) -> None:
-    """The model must import com.microsoft for ORT to resolve contrib ops."""
-    graph = site.node.graph
-    if graph is not None:
-        graph.opset_imports.setdefault(MS, 1)
-
-
-def length(b: Builder, value: ir.Value, axis: int) -> ir.Value:
-    """(1,) int64: the size of ``value`` along ``axis``."""
-    return b.Shape(value, start=axis, end=axis + 1)
-
-
-def same_dim(x: ir.Value, y: ir.Value, axis: int) -> bool:
-    """Whether two values provably have one size along ``axis`` (equal ints, or one named dim)."""
-    if x.shape is None or y.shape is None or len(x.shape) <= axis or len(y.shape) <= axis:
-        return False
-    a, c = x.shape[axis], y.shape[axis]
-    if isinstance(a, int) or isinstance(c, int):
-        return a == c
-    return a.value is not None and a.value == c.value
 
 
 MHA = MultiHeadAttention()
