@@ -95,3 +95,11 @@ def test_forced_rule_that_cannot_apply_keeps_portable_with_the_reason(tmp_path):
     result = export(ckpt, ExportOptions(tmp_path / "out", target=Target.CPU, only="gqa"))
     assert [a.lowering for a in result.manifest.attention] == ["portable", "portable"]
     assert all("causal" in a.rejected["gqa"] for a in result.manifest.attention)
+
+
+def test_cuda_target_without_a_gpu_says_its_choice_was_not_measured(decoder_checkpoint, tmp_path):
+    result = export(decoder_checkpoint, ExportOptions(tmp_path / "cuda", target=Target.CUDA))
+    assert result.validation.passed  # validated on the CPU EP, which runs the same contrib ops
+    for layer in result.manifest.attention:
+        assert layer.lowering == "gqa" and not layer.timings  # causal: the first rule that applies
+        assert "not measured" in layer.rejected["measurement"] and "CUDAExecutionProvider" in layer.rejected["measurement"]
