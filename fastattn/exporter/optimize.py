@@ -64,5 +64,5 @@ def optimize(
     report = fuse(model, contrib_ops=options.target.contrib_ops, expected=expected_fusions,
                   allow_shortfall=allow_shortfall, rules=rules)  # fmt: skip
     result.fusions = dict(report.counts)
-    result.fusion_notes = list(getattr(report, "notes", []))
+    result.fusion_notes = list(report.notes)
     return result

@@ -88,6 +88,7 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
 
     with Staging(destination) as staging:
         layers: list[AttentionLayer] = []
+        notes = list(prepared.notes)
         fusions: dict[str, dict[str, int]] = {}
         opsets: dict[str, int] = {}
         for graph in prepared.graphs:
@@ -104,6 +105,7 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
                 optimized = optimize(model, lowering, expected, options.allow_fusion_shortfall)
                 optimized.annotate(graph_layers, graph.name)
                 fusions[graph.name] = optimized.fusions
+                notes += [f"{graph.name}: {note}" for note in optimized.fusion_notes]
                 timings[f"optimize {graph.name}"] = time.perf_counter() - t
             layers += graph_layers
             opsets = dict(model.opset_imports)
@@ -133,7 +135,7 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
         result = run_validation(prepared, staging.path, options.precision, options.tolerance, options.threads)
         timings["validate"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - clock
-        return _finish(staging, manifest, result, timings, prepared.notes, f"nothing was written to {destination}")
+        return _finish(staging, manifest, result, timings, notes, f"nothing was written to {destination}")
 
 
 def revalidate(
@@ -235,7 +237,7 @@ def reoptimize(
         for path in directory.iterdir():
             if path.is_file():
                 shutil.copy2(path, staging.path / path.name)
-        fusions = {}
+        fusions, notes = {}, []
         for entry in manifest.graphs:
             step(f"lowering {entry.file} for {target.value}")
             model = ir.load(directory / entry.file)
@@ -243,6 +245,7 @@ def reoptimize(
                                  allow_fusion_shortfall)  # fmt: skip
             optimized.annotate(manifest.attention, entry.name)
             fusions[entry.name] = optimized.fusions
+            notes += [f"{entry.name}: {note}" for note in optimized.fusion_notes]
             for stale in staging.path.glob(f"{entry.file}*"):
                 stale.unlink()
             save_model(model, staging.path, entry.file)
@@ -259,7 +262,7 @@ def reoptimize(
             references={g.name: portable.graph(g.name).run for g in graphs},
         )
         timings = {"total": time.perf_counter() - clock}
-        notes = [f"lowered from the portable export in {directory}"]
+        notes = [f"lowered from the portable export in {directory}", *notes]
         return _finish(staging, manifest, result, timings, notes, f"{directory} is unchanged")
 
 

@@ -98,17 +98,20 @@ def assert_matches(rule: LoweringRule, case: Case) -> dict[str, float]:
     return errors
 
 
-class MarkedPortable(LoweringRule):
-    """The portable body with every output element replaced by a marker: shows when a guard fell back."""
+class Marked(LoweringRule):
+    """Another rule with every output element replaced by :data:`MARK`: shows which branch of an If ran."""
 
-    name = "marked-portable"
     MARK = 7.0
 
+    def __init__(self, inner: LoweringRule):
+        self.inner = inner
+        self.name = f"marked-{inner.name}"
+
     def check(self, site):
-        return PORTABLE.check(site)
+        return self.inner.check(site)
 
     def rewrite(self, site: AttentionSite, b: Builder):
-        output, present_key, present_value = PORTABLE.rewrite(site, b)
+        output, present_key, present_value = self.inner.rewrite(site, b)
         return b.Add(b.Mul(output, b.const(0.0, "float32")), b.const(self.MARK, "float32")), present_key, present_value
 
 
@@ -116,10 +119,10 @@ def guard_passes(rule: LoweringRule, case: Case, monkeypatch) -> bool:
     """Whether the lowered node ran ``rule`` (True) or the portable fallback behind its guard (False)."""
     site, model = site_and_model(case, has_mask=case.masked)
     assert rule.check(site), rule.check(site).reason
-    monkeypatch.setattr(apply, "PORTABLE", MarkedPortable())
+    monkeypatch.setattr(apply, "PORTABLE", Marked(PORTABLE))
     lower(model, {site.node.name: Choice(rule)}, {site.node.name: site})
     output = run(model, feeds(case))[0]
-    return not np.all(output == MarkedPortable.MARK)
+    return not np.all(output == Marked.MARK)
 
 
 def decode_chain(rule: LoweringRule, case: Case, steps: int = 3) -> float:

@@ -17,11 +17,11 @@ import pytest
 
 from fastattn.exporter.lowering import blocked_local
 from fastattn.exporter.lowering.apply import Choice, lower
-from fastattn.exporter.lowering.base import AttentionSite, Builder, LoweringRule
+from fastattn.exporter.lowering.base import AttentionSite, LoweringRule
 from fastattn.exporter.lowering.blocked_local import BLOCKED_LOCAL, BlockedLocal, block_size
 from fastattn.exporter.lowering.onnx_attention import ONNX_ATTENTION
 from tests.attention.grid import CASES, Case
-from tests.lowering.harness import feeds, lowered_vs_function, run, site_and_model
+from tests.lowering.harness import Marked, feeds, lowered_vs_function, run, site_and_model
 
 TOL = 1e-5
 FORCED = BlockedLocal(block=4, dense_ratio=0)
@@ -64,21 +64,6 @@ def test_refuses_nodes_without_a_window(case: Case):
     assert not result and result.reason == "no window: every query sees every key, there is no band to cut"
 
 
-class _Marked(LoweringRule):
-    """onnx-attention with every output element replaced by a marker: shows that the dense branch ran."""
-
-    name = "marked"
-    MARK = 7.0
-
-    def check(self, site):
-        return ONNX_ATTENTION.check(site)
-
-    def rewrite(self, site: AttentionSite, b: Builder):
-        output, present_key, present_value = ONNX_ATTENTION.rewrite(site, b)
-        marked = b.Add(b.Mul(output, b.const(0.0, "float32")), b.const(self.MARK, "float32"))
-        return marked, present_key, present_value
-
-
 @pytest.mark.parametrize(
     ("case", "blocked"),
     [
@@ -94,11 +79,11 @@ class _Marked(LoweringRule):
 def test_blocks_only_where_they_pay(case: Case, blocked: bool, monkeypatch):
     """The registered rule runs the blocked form where the keys number at least twice a block's
     columns, else the dense ONNX Attention."""
-    monkeypatch.setattr(blocked_local, "ONNX_ATTENTION", _Marked())
+    monkeypatch.setattr(blocked_local, "ONNX_ATTENTION", Marked(ONNX_ATTENTION))
     site, model = site_and_model(case, has_mask=False)
     lower(model, {site.node.name: Choice(blocked_local.BLOCKED_LOCAL)}, {site.node.name: site})
     output = run(model, feeds(case))[0]
-    assert not np.all(output == _Marked.MARK) == blocked
+    assert not np.all(output == Marked.MARK) == blocked
 
 
 def test_one_model_serves_every_shape():

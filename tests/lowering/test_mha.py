@@ -9,11 +9,12 @@ from fastattn.exporter.lowering import apply
 from fastattn.exporter.lowering.apply import Choice, lower
 from fastattn.exporter.lowering.measure import ShapeCase, measure
 from fastattn.exporter.lowering.mha import MHA
+from fastattn.exporter.lowering.portable import PORTABLE
 from tests import numpy_reference
 from tests.attention.grid import CASES, Case
 from tests.lowering.harness import (
     OUTPUT_TOL,
-    MarkedPortable,
+    Marked,
     Padded,
     assert_matches,
     decode_chain,
@@ -67,8 +68,8 @@ def test_causal_with_fewer_queries_than_keys_falls_back(monkeypatch):
 
     want = run(site_and_model(case, has_mask=False)[1], inputs)[0]
     assert np.abs(lowered_output() - want).max() < OUTPUT_TOL
-    monkeypatch.setattr(apply, "PORTABLE", MarkedPortable())
-    assert np.all(lowered_output() == MarkedPortable.MARK)
+    monkeypatch.setattr(apply, "PORTABLE", Marked(PORTABLE))
+    assert np.all(lowered_output() == Marked.MARK)
 
 
 @pytest.mark.parametrize("kv_heads", [8, 2])
