@@ -62,6 +62,16 @@ def _operand(p: Projection) -> int:
     return 0 if p.bias_add.inputs[0] is p.matmul.outputs[0] else 1
 
 
+def _packed_scopes(first: ir.Node) -> dict[str, str]:
+    """Module scopes for the packed MatMul: the attention module of the projections, plus ``.qkv``
+    (so reports and --keep-float name it like the PyTorch modules it replaces)."""
+    key = "pkg.torch.onnx.name_scopes"
+    scopes = [s.strip(" '") for s in first.metadata_props.get(key, "").strip("[]").split(",") if s.strip(" '")]
+    if len(scopes) < 3:
+        return {}
+    return {key: repr([*scopes[:-2], f"{scopes[-3]}.qkv", "packed_qkv"])}
+
+
 def _take_over(old: ir.Value, new: ir.Value) -> None:
     """``new`` replaces ``old`` everywhere; a graph output keeps its name."""
     new.shape, new.type = old.shape, old.type
@@ -135,7 +145,7 @@ class PackedQkv(FusionRule):
         widths = np.array([p.weight.shape[1] for p in projections], dtype=np.int64)
 
         weight = self._initializer(graph, f"{stem}_weight", weights)
-        nodes = [ir.node("MatMul", [x, weight], name=f"{stem}_MatMul")]
+        nodes = [ir.node("MatMul", [x, weight], name=f"{stem}_MatMul", metadata_props=_packed_scopes(first))]
         nodes[0].outputs[0].name = f"{stem}_matmul"
         if with_bias:
             bias = self._initializer(graph, f"{stem}_bias", np.concatenate([p.bias for p in projections]))
