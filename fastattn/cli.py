@@ -18,8 +18,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from fastattn.bench.cli import bench as bench_command
 from fastattn.errors import FastAttnError, InputError
 from fastattn.exporter.lowering.target import Target
+from fastattn.quantize.cli import quantize_options, quantize_step
+from fastattn.train.cli import train_command
 
 err = Console(stderr=True)
 out = Console()
@@ -84,13 +87,15 @@ def _parse_input_specs(_ctx, _param, values: tuple[str, ...]):
               help="A shape to time lowering candidates at, e.g. prefill=1x2048, decode=1x1+2048 (repeatable).")
 @click.option("--lowering", "only", default=None, help="Use this lowering rule wherever it applies (no measurement).")
 @click.option("--allow-fusion-shortfall", is_flag=True, help="Accept fewer fusions than the model should get.")
+@quantize_options()
 @click.option("--threads", type=int, default=None, help="ONNX Runtime threads used for validation.")
 @click.option("-f", "--force", is_flag=True, help="Replace a non-empty output directory.")
 @verbose_option
 @_handle_errors
 def export_command(
-    model, output, inputs, allow_pickle, opset, target, profile, only, allow_fusion_shortfall, threads, force, verbose
-) -> None:
+    model, output, inputs, allow_pickle, opset, target, profile, only, allow_fusion_shortfall, threads, force, verbose,
+    **quantize,
+) -> None:  # fmt: skip
     """Export MODEL (model.pt: fastattn checkpoint, TorchScript, .pt2 or pickled module) to ONNX, validated."""
     from fastattn.exporter.capture import DEFAULT_OPSET
     from fastattn.exporter.pipeline import ExportOptions, export
@@ -100,6 +105,7 @@ def export_command(
     options = ExportOptions(
         output, inputs, allow_pickle, opset or DEFAULT_OPSET, force=force, threads=threads, target=Target(target),
         profile=profile, only=only, allow_fusion_shortfall=allow_fusion_shortfall,
+        quantize=quantize_step(target, **quantize),
     )  # fmt: skip
     with err.status("exporting") as status:
         result = export(model, options, progress=lambda message: status.update(message))
@@ -125,12 +131,47 @@ def _print_summary(result) -> None:
     for graph, counts in manifest.fusions.items():
         fired = ", ".join(f"{name} {n}" for name, n in counts.items() if n) or "none"
         out.print(f"fusions in {graph}: {fired}")
+    if manifest.quantization:
+        _print_quantization(manifest.quantization)
     files = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in sorted(result.output.glob("*.onnx*")))
     out.print(f"[bold green]exported[/] {result.output} ({files}) in {result.timings['total']:.1f} s; "
               f"report: {result.output / 'report.md'}")  # fmt: skip
 
 
+def _print_quantization(q: dict) -> None:
+    table = Table("model", "perplexity", "accuracy", "top-1 agreement", "cosine",
+                  title=f"{q['mode']} accuracy on {q['data']} (vs the float ONNX model)")  # fmt: skip
+    for name, f in q["figures"].items():
+        table.add_row(name, *(f"{f[k]:.6g}" if k in f else "-" for k in ("perplexity", "accuracy", "agreement", "cosine")))
+    out.print(table)
+    kept = f", {len(q['kept'])} kept in float" if q["kept"] else ""
+    out.print(f"{q['mode']}: {len(q['quantized'])} weights quantized{kept}; "
+              f"{q['size_before'] / 1e6:.1f} MB -> {q['size_after'] / 1e6:.1f} MB; gate passed")  # fmt: skip
+
+
 main.add_command(export_command)
+
+
+@main.command("quantize")
+@click.argument("directory", type=click.Path(path_type=Path))
+@quantize_options(mode_required=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Write the quantized export here [default: replace DIRECTORY].")
+@click.option("--threads", type=int, default=None, help="ONNX Runtime threads.")
+@click.option("-f", "--force", is_flag=True, help="Replace a non-empty output directory.")
+@verbose_option
+@_handle_errors
+def quantize_command(directory, output, threads, force, verbose, **quantize) -> None:
+    """Quantize the float export in DIRECTORY, gated on accuracy against its float graphs."""
+    from fastattn.exporter.pipeline import requantize
+    from fastattn.runtime.manifest import Manifest
+
+    _logging(verbose)
+    target = Manifest.load(directory).target
+    with err.status("quantizing") as status:
+        result = requantize(directory, quantize_step(target, **quantize), output, force, threads,
+                            progress=lambda message: status.update(message))  # fmt: skip
+    _print_summary(result)
 
 
 def export_main() -> None:
@@ -272,6 +313,10 @@ def _default_sizes(entry, given: dict[str, int]) -> dict[str, int]:
     defaults = {"batch": 1, "past_sequence": 0}
     names = {d for spec in entry.inputs for d in spec.dims() if "+" not in d}
     return {d: given.get(d, defaults.get(d, 8)) for d in names}
+
+
+main.add_command(train_command)
+main.add_command(bench_command)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,25 @@ TINY_SEQ2SEQ = ModelConfig(
 )  # fmt: skip
 
 
+TRAINED_LM = ModelConfig(
+    name="tiny-trained-lm", vocab_size=256, d_model=48, num_heads=4, kv_heads=2, ffn_dim=96, norm=Norm.RMS,
+    decoder_layers=(LayerAttention.parse("sliding:16"), LayerAttention()),
+)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def trained_lm(tmp_path_factory):
+    """A tiny byte-level LM trained for a second on stdlib sources, with its held-out set and tokenizer
+    (accuracy gates need trained weights: random ones move by chance)."""
+    from fastattn.train.cache import CACHE_ENV, trained
+    from fastattn.train.trainer import TrainOptions
+
+    options = TrainOptions(lr=3e-3, threads=1, eval_samples=16)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("cache")))
+        return trained("lm", TRAINED_LM, steps=60, batch=16, seq=64, options=options)
+
+
 @pytest.fixture(scope="session")
 def decoder_checkpoint(tmp_path_factory):
     return save(build(TINY_DECODER, seed=0), tmp_path_factory.mktemp("ckpt") / "decoder.pt")

@@ -8,12 +8,14 @@ kept as ``<destination>.rejected`` with its report, and raises :class:`Validatio
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
@@ -21,6 +23,7 @@ from fastattn.attention.onnx_function import DOMAIN, OP_TYPE
 from fastattn.attention.spec import AttentionSpec
 from fastattn.errors import InputError, ValidationFailed
 from fastattn.exporter import report
+from fastattn.exporter.accuracy import EVAL_FILE, save_npz
 from fastattn.exporter.capture import DEFAULT_OPSET, capture, module_path
 from fastattn.exporter.environments import check_placement
 from fastattn.exporter.graphs import GraphDef
@@ -37,10 +40,20 @@ from fastattn.exporter.package import (
     versions,
 )
 from fastattn.exporter.prepare import Prepared, prepare
-from fastattn.exporter.validate import Precision, Tolerance, ValidationResult, default_cases, validate
+from fastattn.exporter.validate import (
+    Precision,
+    Tolerance,
+    ValidationResult,
+    default_cases,
+    torch_runner,
+    validate,
+)
 from fastattn.models.config import ModelConfig
 from fastattn.runtime import load as load_exported
 from fastattn.runtime.manifest import AttentionLayer, Manifest, TensorSpec
+
+if TYPE_CHECKING:
+    from fastattn.exporter.quantization import QuantizeStep
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +76,7 @@ class ExportOptions:
     only: str | None = None  # force one lowering rule wherever it applies
     repeats: int = 10  # timed runs per lowering candidate and shape
     allow_fusion_shortfall: bool = False
+    quantize: QuantizeStep | None = None  # quantize after lowering and fusion, gated on accuracy
 
 
 @dataclass
@@ -134,8 +148,28 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
         t = time.perf_counter()
         result = run_validation(prepared, staging.path, options.precision, options.tolerance, options.threads)
         timings["validate"] = time.perf_counter() - t
+        gate_failure = None
+        if options.quantize is not None and result.passed:
+            t = time.perf_counter()
+            references = {g.name: torch_runner(g) for g in prepared.graphs}
+            quantized = options.quantize.run(staging.path, prepared.eval_set, references, options.threads, step)
+            timings["quantize"] = time.perf_counter() - t
+            manifest.quantization = quantized.to_dict()
+            manifest.precision = options.quantize.precision.value
+            if quantized.passed:
+                step("validating the quantized model against PyTorch")
+                t = time.perf_counter()
+                precision = options.quantize.precision
+                result = run_validation(prepared, staging.path, precision, options.tolerance, options.threads)
+                timings["validate quantized"] = time.perf_counter() - t
+            else:
+                gate_failure = quantized.failure_line()
+        if prepared.eval_set is not None:
+            save_npz(prepared.eval_set, staging.path / EVAL_FILE)
+        if prepared.tokenizer is not None:
+            (staging.path / "tokenizer.json").write_text(json.dumps(prepared.tokenizer, indent=2) + "\n")
         timings["total"] = time.perf_counter() - clock
-        return _finish(staging, manifest, result, timings, notes, f"nothing was written to {destination}")
+        return _finish(staging, manifest, result, timings, notes, f"nothing was written to {destination}", gate_failure)
 
 
 def revalidate(
@@ -229,14 +263,8 @@ def reoptimize(
             f"re-export from the model with --target {target.value} (or --target portable, then optimize)",
         )
     clock = time.perf_counter()
-    portable = load_exported(directory, provider="cpu", threads=threads)
-    graphs = [GraphDef(g.name, None, g.inputs, g.outputs, g.cache) for g in manifest.graphs]
-    longest = max((a.window for a in manifest.attention), default=0)
-    limit = max_length(ModelConfig.from_dict(manifest.config)) if manifest.config else None
     with Staging(directory) as staging:
-        for path in directory.iterdir():
-            if path.is_file():
-                shutil.copy2(path, staging.path / path.name)
+        _copy_files(directory, staging.path)
         fusions, notes = {}, []
         for entry in manifest.graphs:
             step(f"lowering {entry.file} for {target.value}")
@@ -252,29 +280,81 @@ def reoptimize(
         manifest.target, manifest.fusions = target.value, fusions
         manifest.opsets = dict(model.opset_imports)
         step("validating against the portable graphs")
-        lowered = load_exported(staging.path, provider="cpu", threads=threads)
-        cases = [c for g in graphs for c in default_cases(g, longest, limit)]
-        result = validate(
-            graphs,
-            {g.name: lowered.graph(g.name).run for g in graphs},
-            cases,
-            Precision(manifest.precision),
-            references={g.name: portable.graph(g.name).run for g in graphs},
-        )
+        result = _validate_against(directory, staging.path, manifest, Precision(manifest.precision), threads)
         timings = {"total": time.perf_counter() - clock}
         notes = [f"lowered from the portable export in {directory}", *notes]
         return _finish(staging, manifest, result, timings, notes, f"{directory} is unchanged")
 
 
+def requantize(
+    directory: str | Path,
+    quantize: QuantizeStep,
+    output: str | Path | None = None,
+    force: bool = False,
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> ExportResult:
+    """Quantize a float export, gated against its float graphs; written to ``output`` (default: in place)."""
+    step = progress or (lambda message: log.info(message))
+    directory = Path(directory)
+    manifest = Manifest.load(directory)
+    if manifest.precision != Precision.FP32.value:
+        raise InputError(
+            f"{directory} is already quantized ({manifest.precision})",
+            "quantize a float export (export again without --quantize)",
+        )
+    destination = Path(output) if output is not None else directory
+    if destination.resolve() != directory.resolve():
+        check_destination(destination, force)
+    clock = time.perf_counter()
+    with Staging(destination) as staging:
+        _copy_files(directory, staging.path)
+        quantized = quantize.run(staging.path, None, None, threads, step)
+        manifest.quantization, manifest.precision = quantized.to_dict(), quantize.precision.value
+        step("validating the quantized model against the float graphs")
+        result = _validate_against(directory, staging.path, manifest, quantize.precision, threads)
+        timings = {"total": time.perf_counter() - clock}
+        notes = [f"quantized from the float export in {directory}"]
+        gate_failure = None if quantized.passed else quantized.failure_line()
+        return _finish(staging, manifest, result, timings, notes, f"{destination} is unchanged", gate_failure)
+
+
+def _copy_files(source: Path, destination: Path) -> None:
+    for path in source.iterdir():
+        if path.is_file():
+            shutil.copy2(path, destination / path.name)
+
+
+def _validate_against(
+    reference: Path, candidate: Path, manifest: Manifest, precision: Precision, threads: int | None
+) -> ValidationResult:
+    """Validate the graphs in ``candidate`` against those of an earlier export in ``reference``."""
+    graphs = [GraphDef(g.name, None, g.inputs, g.outputs, g.cache) for g in manifest.graphs]
+    longest = max((a.window for a in manifest.attention), default=0)
+    limit = max_length(ModelConfig.from_dict(manifest.config)) if manifest.config else None
+    ref, got = (load_exported(d, provider="cpu", threads=threads) for d in (reference, candidate))
+    cases = [c for g in graphs for c in default_cases(g, longest, limit)]
+    return validate(
+        graphs,
+        {g.name: got.graph(g.name).run for g in graphs},
+        cases,
+        precision,
+        references={g.name: ref.graph(g.name).run for g in graphs},
+    )
+
+
 def _finish(staging: Staging, manifest: Manifest, result: ValidationResult, timings: dict[str, float],
-            notes: list[str], untouched: str) -> ExportResult:  # fmt: skip
+            notes: list[str], untouched: str, gate_failure: str | None = None) -> ExportResult:  # fmt: skip
     """Record the validation, write the report; commit the staged directory, or keep it as
-    ``.rejected`` and raise :class:`ValidationFailed` naming the worst output."""
+    ``.rejected`` and raise :class:`ValidationFailed` naming the worst output (or the failed gate)."""
     manifest.validation = result.to_dict()
     manifest.save(staging.path)
     text = report.render(manifest, timings, notes)
     (staging.path / "report.md").write_text(text)
-    if not result.passed:
+    if gate_failure or not result.passed:
         kept = staging.reject()
-        raise ValidationFailed(_failure_line(result), f"see {kept / 'report.md'}; {untouched}")
+        fix = f"see {kept / 'report.md'}; {untouched}"
+        if gate_failure:
+            fix = f"relax the gate (--max-ppl-increase, --min-cosine, --max-accuracy-drop) or choose another mode; {fix}"
+        raise ValidationFailed(gate_failure or _failure_line(result), fix)
     return ExportResult(staging.commit(), manifest, result, timings, text)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastattn.errors import InputError
+from fastattn.exporter.accuracy import EvalSet
 from fastattn.exporter.declare import declare
 from fastattn.exporter.fusion.expected import expected_counts
 from fastattn.exporter.graphs import GraphDef
@@ -28,6 +29,8 @@ class Prepared:
     longest_window: int = 0
     max_length: int | None = None  # position limit of the model (validation stays within it)
     expected_fusions: dict[str, dict[str, int]] = field(default_factory=dict)  # graph -> fusion -> count
+    eval_set: EvalSet | None = None  # held-out data a trained checkpoint carries (quantization gates)
+    tokenizer: dict | None = None  # the tokenizer a trained checkpoint carries
 
 
 def prepare(path: Path, inputs: tuple[TensorSpec, ...], allow_pickle: bool) -> Prepared:
@@ -50,8 +53,17 @@ def prepare(path: Path, inputs: tuple[TensorSpec, ...], allow_pickle: bool) -> P
             longest_window=max(windows(cfg), default=0),
             max_length=max_length(cfg),
             expected_fusions={g.name: expected_counts(cfg, g.name) for g in graphs},
+            eval_set=_eval_set(loaded.checkpoint, path),
+            tokenizer=loaded.checkpoint.get("tokenizer"),
         )
     return _prepare_foreign(path, loaded, inputs)
+
+
+def _eval_set(payload: dict, path: Path) -> EvalSet | None:
+    arrays = payload.get("eval")
+    if not arrays:
+        return None
+    return EvalSet({k: v.numpy() for k, v in arrays.items()}, f"held-out data in {path.name}")
 
 
 def _prepare_foreign(path: Path, loaded: LoadedModel, inputs: tuple[TensorSpec, ...]) -> Prepared:

@@ -39,6 +39,7 @@ def render(manifest: Manifest, timings: dict[str, float] | None = None, notes: l
         lines.append("No `fastattn::Attention` node in the model.")
     lines += _lowering(manifest)
     lines += _placement(manifest.placement)
+    lines += _quantization(manifest.quantization)
     lines += ["", *_validation(manifest.validation), "", "## Versions", ""]
     lines += [", ".join(f"{k} {v}" for k, v in manifest.versions.items()), ""]
     return "\n".join(lines)
@@ -84,6 +85,36 @@ def _placement(placement: dict | None) -> list[str]:
             lines += [f"    - `{node}`" for node in p["fallback"]]
         else:
             lines.append(f"  - every node ran on {p['requested']}")
+    return lines
+
+
+def _quantization(q: dict | None) -> list[str]:
+    if not q:
+        return []
+    verdict = "passed" if q["passed"] else "FAILED"
+    lines = ["", f"## Quantization: {q['mode']}, accuracy gate {verdict}", ""]
+    before, after = q["size_before"], q["size_after"]
+    lines.append(f"- size {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB ({after / max(before, 1):.1%})")
+    settings = ", ".join(f"{k} {v}" for k, v in q["settings"].items())
+    lines.append(f"- settings: {settings or 'defaults'}")
+    lines.append(f"- evaluated on {q['data']}" + (f"; calibrated on {q['calibration']}" if q.get("calibration") else ""))
+    gate = q["gate"]
+    lines.append(f"- gate ({q['task']}): perplexity +{gate['max_ppl_increase']:.2%} at most, output cosine >= "
+                 f"{gate['min_cosine']}, accuracy -{gate['max_accuracy_drop']:.2%} at most (against the float ONNX model)")
+    lines += [f"- **fails**: {f}" for f in q["failures"]] if not q["passed"] else []
+    lines += ["", "| model | perplexity | accuracy | top-1 agreement with float | cosine with float |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    for name, f in q["figures"].items():
+        cells = [f"{f[k]:.6g}" if k in f else "-" for k in ("perplexity", "accuracy", "agreement", "cosine")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    ops = ", ".join(f"{op} {n}" for op, n in sorted(q["ops"].items()))
+    lines += ["", f"{len(q['quantized'])} weight(s) quantized, {len(q['kept'])} kept in float. Ops: {ops}."]
+    for site in q["kept"]:
+        lines.append(f"- kept `{site['module'] or site['node']}` ({site['op']} {tuple(site['shape'])}): {site['reason']}")
+    if q["sensitivity"]:
+        top = sorted(q["sensitivity"].items(), key=lambda kv: -kv[1])[:8]
+        lines += ["", "Sensitivity (share of the gate used with only this weight quantized): "
+                  + ", ".join(f"`{node}` {score:.0%}" for node, score in top)]  # fmt: skip
     return lines
 
 

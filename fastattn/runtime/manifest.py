@@ -128,6 +128,7 @@ class Manifest:
     fusions: dict[str, dict[str, int]] = field(default_factory=dict)  # graph -> fusion -> count
     placement: dict | None = None  # where nodes ran on the target provider (see runtime.placement)
     precision: str = "fp32"
+    quantization: dict | None = None  # what was quantized, the accuracy figures and the gate
     config: dict | None = None  # the fastattn model config, when the model is fastattn's own
     validation: dict | None = None
     versions: dict[str, str] = field(default_factory=dict)

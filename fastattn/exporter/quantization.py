@@ -1,0 +1,286 @@
+"""The quantize step: quantize every graph of a (staged) export, measure what it cost, gate it.
+
+    float graphs ─► quantize (onnxruntime's tools) ─► figures vs float ONNX and PyTorch ─► gate
+                                     ▲                                                      │ fails
+                                     └──── keep the most sensitive weights in float ◄───────┘
+
+Sensitivity is measured one weight at a time: the model with only that weight quantized,
+scored by how much of the gate it uses up. Weights are then kept in float, most
+sensitive first, until the gate passes or nothing is left to keep (then it fails, with
+the figures). The float graphs are set aside in a sibling directory for the duration
+and removed at the end; the directory holds the quantized graphs when this returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import onnx_ir as ir
+
+from fastattn.errors import InputError
+from fastattn.exporter.accuracy import (
+    EVAL_FILE,
+    EvalSet,
+    Figures,
+    Runner,
+    Task,
+    check_eval_set,
+    evaluate,
+    forward,
+    graph_feeds,
+    load_npz,
+    random_eval_set,
+    task_of,
+)
+from fastattn.exporter.gates import GATES, Gate
+from fastattn.exporter.package import save_model
+from fastattn.exporter.validate import Precision
+from fastattn.quantize import Mode, QuantOptions, QuantResult, WeightSite, quantize_file, weight_sites
+from fastattn.quantize.sites import fold_weight_transposes, match_keep_float
+from fastattn.runtime import load as load_exported
+from fastattn.runtime.manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+MAX_KEPT_FRACTION = 0.5
+PRECISIONS = {Mode.INT8: Precision.INT8, Mode.INT8_STATIC: Precision.INT8, Mode.INT4: Precision.INT4,
+              Mode.FP16: Precision.FP16}  # fmt: skip  # keep at most this share of the weights in float before giving up
+
+
+@dataclass(frozen=True)
+class QuantizeStep:
+    """What the quantize step of an export is asked for."""
+
+    options: QuantOptions
+    gate: Gate | None = None  # None: the mode's default gate (gates.GATES)
+    eval_data: Path | None = None  # .npz; default: the checkpoint's held-out set, else random samples
+    calibration: Path | None = None  # .npz for int8-static; default: half of the evaluation set
+
+    @property
+    def effective_gate(self) -> Gate:
+        return self.gate or GATES[self.options.mode]
+
+    @property
+    def precision(self) -> Precision:
+        return PRECISIONS[self.options.mode]
+
+    def run(
+        self,
+        directory: Path,
+        held_out: EvalSet | None = None,
+        references: Mapping[str, Runner] | None = None,
+        threads: int | None = None,
+        progress: Progress | None = None,
+    ) -> QuantizationReport:
+        """Quantize the export staged in ``directory`` on the evaluation data this step names: the user's
+        file, else ``held_out`` (a trained checkpoint's), else ``eval.npz`` in the directory, else random samples."""
+        manifest = Manifest.load(directory)
+        if self.eval_data is not None:
+            data = load_npz(self.eval_data)
+        elif held_out is not None:
+            data = held_out
+        elif (directory / EVAL_FILE).is_file():
+            data = load_npz(directory / EVAL_FILE)
+            data.source = f"held-out data saved with the export ({EVAL_FILE})"
+        else:
+            data = random_eval_set(manifest)
+        calibration = load_npz(self.calibration, "calibration") if self.calibration is not None else None
+        return quantize_directory(directory, self.options, self.effective_gate, check_eval_set(manifest, data),
+                                  calibration, references, threads, progress)  # fmt: skip
+
+
+@dataclass
+class Attempt:
+    kept: list[str]  # weight nodes kept in float on top of the user's keep list
+    figures: Figures
+    failures: list[str]
+
+    def to_dict(self) -> dict:
+        return {"kept": self.kept, "figures": self.figures.to_dict(), "failures": self.failures}
+
+
+@dataclass
+class QuantizationReport:
+    mode: str
+    gate: Gate
+    data: str  # where the evaluation set came from
+    task: Task
+    calibration: str | None = None  # where calibration batches came from (static int8)
+    settings: dict = field(default_factory=dict)
+    size_before: int = 0
+    size_after: int = 0
+    figures: dict[str, Figures] = field(default_factory=dict)  # pytorch / float / quantized
+    quantized: list[dict] = field(default_factory=list)  # weight sites quantized
+    kept: list[dict] = field(default_factory=list)  # weight sites kept in float, with the reason
+    ops: dict[str, int] = field(default_factory=dict)
+    sensitivity: dict[str, float] = field(default_factory=dict)  # node -> share of the gate it uses alone
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[str]:
+        return self.attempts[-1].failures if self.attempts else ["not attempted"]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.attempts) and not self.failures
+
+    def failure_line(self) -> str:
+        kept = self.attempts[-1].kept if self.attempts else []
+        tried = f" even with {len(kept)} sensitive weight(s) kept in float" if kept else ""
+        return f"{self.mode} model fails its accuracy gate on {self.data}{tried}: {'; '.join(self.failures)}"
+
+    def to_dict(self) -> dict:
+        return {
+            "mode": self.mode, "passed": self.passed, "failures": self.failures, "gate": self.gate.to_dict(),
+            "data": self.data, "calibration": self.calibration, "task": self.task.value, "settings": self.settings,
+            "size_before": self.size_before, "size_after": self.size_after,
+            "figures": {k: v.to_dict() for k, v in self.figures.items()},
+            "quantized": self.quantized, "kept": self.kept, "ops": self.ops,
+            "sensitivity": self.sensitivity, "attempts": [a.to_dict() for a in self.attempts],
+        }  # fmt: skip
+
+
+def quantize_directory(
+    directory: Path,
+    options: QuantOptions,
+    gate: Gate,
+    data: EvalSet,
+    calibration: EvalSet | None = None,
+    references: Mapping[str, Runner] | None = None,
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> QuantizationReport:
+    """Replace the float graphs in ``directory`` with quantized ones; the report says whether they pass
+    ``gate`` on ``data`` (figures against the float graphs, and against ``references`` when given)."""
+    step = progress or (lambda message: log.info(message))
+    manifest = Manifest.load(directory)
+    task = task_of(manifest)
+    report = QuantizationReport(options.mode.value, gate, data.source, task)
+    float_dir = Path(tempfile.mkdtemp(prefix=f".{directory.name}.float.", dir=directory.parent))
+    try:
+        for entry in manifest.graphs:
+            for path in directory.glob(f"{entry.file}*"):
+                shutil.move(path, float_dir / path.name)
+        shutil.copy2(directory / "fastattn.json", float_dir / "fastattn.json")
+        report.size_before = _size(float_dir, manifest)
+        for entry in manifest.graphs:
+            _fold_transposes(float_dir, entry.file)
+        floats = load_exported(float_dir, provider="cpu", threads=threads)
+        float_runners = {g.name: floats.graph(g.name).run for g in manifest.graphs}
+        forwards = {"float": forward(manifest, float_runners)}
+        if references:
+            forwards["pytorch"] = forward(manifest, references)
+
+        sites = {g.name: weight_sites(float_dir / g.file) for g in manifest.graphs}
+        user_keep = _keep_per_graph(options.keep_float, sites)
+
+        def attempt(keep: tuple[str, ...]) -> tuple[list[QuantResult], Figures]:
+            """Quantize every graph keeping ``keep`` (site ids) and the user's list in float; score it."""
+            results = []
+            for entry in manifest.graphs:
+                batches = _calibration_feeds(manifest, calibration, float_runners, entry.name) if calibrated else None
+                nodes = tuple(site_id.partition(":")[2] for site_id in keep if site_id.startswith(f"{entry.name}:"))
+                entry_options = replace(options, keep_float=user_keep[entry.name] + nodes)
+                results.append(quantize_file(float_dir / entry.file, directory / entry.file, entry_options, batches))
+            quantized = load_exported(directory, provider="cpu", threads=threads)
+            runners = {g.name: quantized.graph(g.name).run for g in manifest.graphs}
+            figures = evaluate(task, {**forwards, "quantized": forward(manifest, runners)}, data, "float")
+            report.figures = figures
+            return results, figures["quantized"]
+
+        calibrated = options.mode is Mode.INT8_STATIC
+        if calibrated and calibration is None:
+            calibration, data = data.split()
+            report.data = data.source
+        if calibrated:
+            report.calibration = calibration.source
+        step(f"quantizing to {options.mode.value}")
+        results, figures = attempt(())
+        report.attempts.append(Attempt([], figures, gate.failures(task, report.figures["float"], figures)))
+        if report.failures:
+            ids = [f"{entry.name}:{s.node}" for entry, r in zip(manifest.graphs, results) for s in r.quantized]
+            step(f"{options.mode.value} fails its gate ({report.failures[0]}): measuring sensitivity of {len(ids)} weights")
+            report.sensitivity = _sensitivity(ids, attempt, gate, task, report.figures["float"])
+            ranked = sorted(report.sensitivity, key=report.sensitivity.get, reverse=True)
+            limit = max(1, int(len(ids) * MAX_KEPT_FRACTION))
+            for count in range(1, limit + 1):
+                keep = tuple(ranked[:count])
+                step(f"keeping {count} most sensitive weight(s) in float")
+                results, figures = attempt(keep)
+                report.attempts.append(Attempt(list(keep), figures, gate.failures(task, report.figures["float"], figures)))
+                if not report.failures:
+                    break
+        _record(report, results, manifest, directory)
+        return report
+    finally:
+        shutil.rmtree(float_dir, ignore_errors=True)
+
+
+def _fold_transposes(directory: Path, file: str) -> None:
+    """A tied LM head's ``MatMul(x, Transpose(embedding))`` gets its own weight, so it is quantized too."""
+    model = ir.load(directory / file)
+    if fold_weight_transposes(model):
+        for stale in directory.glob(f"{file}*"):
+            stale.unlink()
+        save_model(model, directory, file)
+
+
+def _keep_per_graph(keep: tuple[str, ...], sites: dict[str, list[WeightSite]]) -> dict[str, tuple[str, ...]]:
+    """The user's keep-float entries that name weights of each graph; an entry naming none is an error."""
+    per_graph = {graph: tuple(match_keep_float(found, keep)[0].values()) for graph, found in sites.items()}
+    unmatched = [k for k in keep if not any(k in entries for entries in per_graph.values())]
+    if unmatched:
+        example = next((s.module for found in sites.values() for s in found), "layers.0")
+        raise InputError(
+            f"--keep-float {', '.join(repr(u) for u in unmatched)} matches no weight of this model",
+            f"name a node, a weight initializer or a module path such as {example!r}",
+        )
+    return {graph: tuple(dict.fromkeys(entries)) for graph, entries in per_graph.items()}
+
+
+def _sensitivity(ids: list[str], attempt, gate: Gate, task: Task, base: Figures) -> dict[str, float]:
+    """Per weight (``graph:node``): the share of the gate used when only that weight is quantized."""
+    scores = {}
+    for site_id in ids:
+        _, figures = attempt(tuple(other for other in ids if other != site_id))
+        scores[site_id] = round(gate.badness(task, base, figures), 4)
+    return scores
+
+
+def _calibration_feeds(
+    manifest: Manifest, data: EvalSet, float_runners: Mapping[str, Runner], graph: str, batch_size: int = 4
+) -> Iterator[dict]:
+    """Calibration batches for one graph, streamed (a decoder's feeds run the float encoder first)."""
+    for batch in data.batches(batch_size):
+        yield graph_feeds(manifest, batch, float_runners)[graph]
+
+
+def _record(report: QuantizationReport, results: list[QuantResult], manifest: Manifest, directory: Path) -> None:
+    report.size_after = _size(directory, manifest)
+    report.settings = results[0].settings if results else {}
+    kept_by_search = set(report.attempts[-1].kept)
+    report.quantized, report.kept, report.ops = [], [], {}
+    for entry, result in zip(manifest.graphs, results):
+        report.quantized += [_site(s, entry.name) for s in result.quantized]
+        for site, reason in result.kept:
+            site_id = f"{entry.name}:{site.node}"
+            if site_id in kept_by_search:
+                reason = f"sensitive: alone it uses {report.sensitivity.get(site_id, 0):.0%} of the gate"
+            report.kept.append({**_site(site, entry.name), "reason": reason})
+        for op, n in result.ops.items():
+            report.ops[op] = report.ops.get(op, 0) + n
+
+
+def _site(site: WeightSite, graph: str) -> dict:
+    return {"graph": graph, "node": site.node, "op": site.op_type, "weight": site.weight, "shape": list(site.shape),
+            "module": site.module}  # fmt: skip
+
+
+def _size(directory: Path, manifest: Manifest) -> int:
+    return sum(p.stat().st_size for g in manifest.graphs for p in directory.glob(f"{g.file}*"))
