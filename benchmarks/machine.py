@@ -1,34 +1,10 @@
-"""What a benchmark ran on: CPU, cores, threads, versions; recorded beside every result."""
+"""What a benchmark ran on: CPU, cores, threads, versions; recorded beside every result.
+
+The logic lives in :mod:`fastattn.bench.machine` (``fastattn bench`` records it too).
+"""
 
 from __future__ import annotations
 
-import os
-import platform
-from importlib import metadata
+from fastattn.bench.machine import cpu_model, describe
 
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def describe(threads: int) -> dict:
-    versions = {}
-    for dist in ("torch", "onnx", "onnxruntime", "onnxscript", "numpy", "fastattn"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "threads": threads,
-        "python": platform.python_version(),
-        "versions": versions,
-    }
+__all__ = ["cpu_model", "describe"]

@@ -1,0 +1,122 @@
+"""Scaling with sequence length: full attention vs a sliding window (W=256), CPU EP, prefill and decode.
+
+Two 2-layer decoders, d=512, 8 heads x 64 (the shapes of ``benchmarks/lowering.py``), identical
+but for the attention of every layer: full causal, or sliding window W=256. Both are exported
+for the CPU EP with lowering chosen by measurement at long shapes (prefill 1x4096, decode
+1x1+4096), then timed by ``fastattn bench`` at batch 1, S = 512 .. 16384. The window model's
+prefill should grow linearly (log-log slope ~1), full attention's towards quadratic (~2).
+
+    python -m benchmarks.scaling            # -> benchmarks/results/scaling.{json,png,md}
+    python -m benchmarks.scaling --quick    # tiny models, S = 64 .. 256: scaling-quick.*
+
+Run it on a quiet machine: the long sequences take several minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from benchmarks.providers import checkpoint, is_current
+from fastattn.bench import Plan, Settings, bench
+from fastattn.bench.plan import default_threads
+from fastattn.bench.plot import plot
+from fastattn.bench.table import about, markdown, slopes
+from fastattn.exporter.lowering.measure import ShapeCase
+from fastattn.exporter.lowering.target import Target
+from fastattn.exporter.pipeline import ExportOptions, export
+from fastattn.models import LayerAttention, ModelConfig
+from fastattn.runtime.manifest import Manifest
+
+RESULTS = Path(__file__).parent / "results"
+WINDOW = 256
+BASE = ModelConfig(name="full-2x512", vocab_size=256, d_model=512, num_heads=8, kv_heads=8, ffn_dim=1024,
+                   decoder_layers=(LayerAttention(),) * 2)  # fmt: skip
+MODELS = {
+    "full": BASE,
+    "sliding": BASE.replace(name=f"sliding{WINDOW}-2x512",
+                            decoder_layers=(LayerAttention.parse(f"sliding:{WINDOW}"),) * 2),
+}  # fmt: skip
+SEQUENCES = (512, 1024, 2048, 4096, 8192, 16384)
+PROFILE = (ShapeCase("prefill", 1, 4096), ShapeCase("decode", 1, 1, past=4096))
+TINY = BASE.replace(name="full-tiny", vocab_size=64, d_model=32, num_heads=4, kv_heads=4, ffn_dim=64)
+QUICK_MODELS = {
+    "full": TINY,
+    "sliding": TINY.replace(name="sliding16-tiny", decoder_layers=(LayerAttention.parse("sliding:16"),) * 2),
+}
+QUICK_SEQUENCES = (64, 128, 256)
+QUICK_PROFILE = (ShapeCase("prefill", 1, 128), ShapeCase("decode", 1, 1, past=128))
+
+
+def summary_lines(result) -> list[str]:
+    """Per export: the log-log slope of prefill p50 between consecutive lengths, as markdown table lines."""
+    lengths = result.plan["sequences"]
+    steps = [f"{a}→{b}" for a, b in zip(lengths, lengths[1:], strict=False)]
+    lines = ["| export | attention | " + " | ".join(steps) + " |", "|---|---|" + "---:|" * len(steps)]
+    slope = slopes(result.rows)
+    for label in dict.fromkeys(r.export for r in result.rows):
+        rows = sorted((r for r in result.rows if r.export == label), key=lambda r: r.sequence)
+        cells = [f"{slope[r.key()]:.2f}" if r.key() in slope else "-" for r in rows[1:]]
+        lines.append(f"| {label} | {rows[0].attention} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny models and lengths (a smoke run)")
+    parser.add_argument("--threads", type=int, default=default_threads())
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs per configuration (at least)")
+    parser.add_argument("--decode-steps", type=int, default=8)
+    parser.add_argument("--workdir", type=Path, default=None, help="checkpoints and exports [build/scaling]")
+    parser.add_argument("--fresh", action="store_true", help="re-export even when an export is current")
+    parser.add_argument("--out", type=Path, default=None, help="results [benchmarks/results; --quick: the workdir]")
+    args = parser.parse_args(argv)
+    workdir = args.workdir or Path("build") / ("scaling-quick" if args.quick else "scaling")
+    out = args.out or (workdir if args.quick else RESULTS)
+    models, sequences, profile = (QUICK_MODELS, QUICK_SEQUENCES, QUICK_PROFILE) if args.quick else (
+        MODELS, SEQUENCES, PROFILE)  # fmt: skip
+    exports = []
+    for name, config in models.items():
+        ckpt = checkpoint(name, config, workdir)
+        directory = workdir / f"{name}-cpu"
+        if args.fresh or not is_current(directory, config, Target.CPU, "fp32"):
+            print(f"exporting {directory.name}", flush=True)
+            export(ckpt, ExportOptions(directory, target=Target.CPU, threads=args.threads, force=True,
+                                       profile=profile))  # fmt: skip
+        exports.append(directory)
+    settings = Settings(args.threads, warmup=1, repeats=3, min_time=0.0, decode_steps=2) if args.quick else (
+        Settings(args.threads, warmup=2, repeats=args.repeats, decode_steps=args.decode_steps))  # fmt: skip
+    plan = Plan.create(exports, ["cpu"], batches=(1,), sequences=sequences, sweep=True, settings=settings)
+    result = bench(plan, progress=lambda message: print(message, flush=True))
+    stem = "scaling-quick" if args.quick else "scaling"
+    result.save(out / f"{stem}.json")
+    if result.rows:
+        plot(result, out / f"{stem}.png")
+    kernels = {e.name: sorted({a.lowering for a in Manifest.load(e).attention}) for e in exports}
+    full, sliding = models["full"], models["sliding"]
+    text = [
+        "# Scaling with sequence length: full attention vs sliding window, CPU EP",
+        "",
+        f"Two {len(full.decoder_layers)}-layer decoders (d={full.d_model}, {full.num_heads} heads x {full.head_size}), "
+        f"identical but for attention: full causal vs {sliding.decoder_layers[0]}; batch 1; prefill of S tokens, "
+        "and decode steps on a cache "
+        f"of S tokens. Kernels chosen by measurement at the export: {kernels}. Reproduce: "
+        f"`python -m benchmarks.scaling{' --quick' if args.quick else ''}`.",
+        "",
+        about(result),
+        "**log-log slope of prefill p50 between consecutive lengths** (1 = linear, 2 = quadratic)",
+        "",
+        *summary_lines(result),
+        "",
+        markdown(result),
+        f"![scaling]({stem}.png)",
+    ]
+    (out / f"{stem}.md").write_text("\n".join(text) + "\n")
+    print("\n".join(summary_lines(result)))
+    print(f"wrote {out / stem}.{{json,png,md}}")
+    return 1 if result.failures or not result.rows else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
