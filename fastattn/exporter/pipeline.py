@@ -29,7 +29,7 @@ from fastattn.exporter.environments import check_placement
 from fastattn.exporter.graphs import GraphDef
 from fastattn.exporter.lowering.choose import LoweringOptions
 from fastattn.exporter.lowering.measure import ShapeCase
-from fastattn.exporter.lowering.target import Target
+from fastattn.exporter.lowering.target import SKIP_LAYER_NORM_FUSION, Target
 from fastattn.exporter.model_graphs import max_length
 from fastattn.exporter.optimize import optimize
 from fastattn.exporter.package import (
@@ -136,6 +136,7 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
             fusions=fusions,
             precision=options.precision.value,
             config=prepared.config,
+            session=_session_settings(options.target),
             versions=versions(),
         )
         manifest.save(staging.path)
@@ -203,6 +204,13 @@ def run_validation(
     cases = [c for g in prepared.graphs for c in default_cases(g, prepared.longest_window, prepared.max_length)]
     candidates = {g.name: exported.graph(g.name).run for g in prepared.graphs}
     return validate(prepared.graphs, candidates, cases, precision, tolerance)
+
+
+def _session_settings(target: Target) -> dict:
+    disabled = target.disabled_optimizers
+    if not disabled:
+        return {}
+    return {"disabled_optimizers": list(disabled), "why": SKIP_LAYER_NORM_FUSION}
 
 
 def placement_summary(directory: Path, target: Target) -> dict:
@@ -278,6 +286,7 @@ def reoptimize(
                 stale.unlink()
             save_model(model, staging.path, entry.file)
         manifest.target, manifest.fusions = target.value, fusions
+        manifest.session = _session_settings(target)
         manifest.opsets = dict(model.opset_imports)
         step("validating against the portable graphs")
         result = _validate_against(directory, staging.path, manifest, Precision(manifest.precision), threads)

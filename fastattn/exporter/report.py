@@ -15,6 +15,9 @@ def render(manifest: Manifest, timings: dict[str, float] | None = None, notes: l
     lines = [f"# fastattn export: {manifest.source}", ""]
     opsets = ", ".join(f"{domain or 'ai.onnx'} {version}" for domain, version in sorted(manifest.opsets.items()))
     lines += [f"- architecture: **{manifest.arch}**, precision **{manifest.precision}**", f"- opsets: {opsets}"]
+    if manifest.session.get("disabled_optimizers"):
+        lines.append(f"- sessions: ONNX Runtime optimizers {', '.join(manifest.session['disabled_optimizers'])} "
+                     f"are turned off (the runtime does it; other apps should too): {manifest.session['why']}")
     if timings:
         lines.append("- time: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     lines += [f"- {note}" for note in notes or []]

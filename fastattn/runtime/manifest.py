@@ -129,6 +129,9 @@ class Manifest:
     placement: dict | None = None  # where nodes ran on the target provider (see runtime.placement)
     precision: str = "fp32"
     quantization: dict | None = None  # what was quantized, the accuracy figures and the gate
+    # How sessions should be built for this export (the runtime applies it), e.g.
+    # {"disabled_optimizers": ["SkipLayerNormFusion"], "why": "..."}
+    session: dict = field(default_factory=dict)
     config: dict | None = None  # the fastattn model config, when the model is fastattn's own
     validation: dict | None = None
     versions: dict[str, str] = field(default_factory=dict)

@@ -51,6 +51,7 @@ class SessionConfig:
 
     threads: int | None = None  # intra-op threads; None lets ORT choose (one per physical core)
     optimization: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    disabled_optimizers: tuple[str, ...] = ()  # ORT graph optimizers to skip (the manifest's ``session``)
 
     def session_options(self, providers: Sequence[eps.ProviderEntry]) -> ort.SessionOptions:
         """ORT session options for this config and these providers."""
@@ -235,8 +236,9 @@ class GraphSession:
             raise InputError(f"{self.path} is missing (graph {entry.name!r})", "re-export the model")
         try:
             self.session = ort.InferenceSession(
-                str(self.path), config.session_options(providers), providers=list(providers)
-            )
+                str(self.path), config.session_options(providers), providers=list(providers),
+                disabled_optimizers=list(config.disabled_optimizers) or None,
+            )  # fmt: skip
         except _ORT_LOAD_ERRORS as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise LoadError(f"ONNX Runtime cannot load {self.path}: {reason}", "re-export the model") from e
@@ -316,7 +318,7 @@ class ExportedModel:
         """Read the manifest, resolve the providers (``"cuda"``, ``"cuda,cpu"`` or a list); no session yet."""
         manifest = Manifest.load(directory)
         names = [p for p in provider.split(",") if p.strip()] if isinstance(provider, str) else provider
-        config = SessionConfig(threads, optimization)
+        config = SessionConfig(threads, optimization, tuple(manifest.session.get("disabled_optimizers", ())))
         config.session_options([])  # reject a bad thread count now, not at the first run
         return cls(directory, manifest, eps.resolve(names, available), config)
 

@@ -11,6 +11,7 @@ from fastattn.exporter.lowering.measure import ShapeCase
 from fastattn.exporter.lowering.target import Target
 from fastattn.exporter.pipeline import ExportOptions, export, reoptimize
 from fastattn.models import LayerAttention, ModelConfig, build, save
+from fastattn.models.config import NormPosition
 
 PROFILE = (ShapeCase("prefill", 1, 48), ShapeCase("decode", 1, 1, past=48))
 ENCODER = ModelConfig(name="tiny-encoder", vocab_size=64, d_model=32, num_heads=4, kv_heads=4, ffn_dim=64,
@@ -103,3 +104,25 @@ def test_cuda_target_without_a_gpu_says_its_choice_was_not_measured(decoder_chec
     for layer in result.manifest.attention:
         assert layer.lowering == "gqa" and not layer.timings  # causal: the first rule that applies
         assert "not measured" in layer.rejected["measurement"] and "CUDAExecutionProvider" in layer.rejected["measurement"]
+
+
+def test_cpu_exports_ask_the_runtime_to_skip_ort_skip_layer_norm_fusion(lowered, tmp_path):
+    from fastattn.runtime import load
+
+    manifest = lowered[Target.CPU].manifest
+    assert manifest.session["disabled_optimizers"] == ["SkipLayerNormFusion"] and "3.54 ms" in manifest.session["why"]
+    assert load(lowered[Target.CPU].output).config.disabled_optimizers == ("SkipLayerNormFusion",)
+    assert lowered[Target.OPENVINO].manifest.session == {}
+    assert "SkipLayerNormFusion are turned off" in (lowered[Target.CPU].output / "report.md").read_text()
+    # what the setting does in ONNX Runtime: a post-LN encoder keeps Add + LayerNormalization
+    import onnxruntime as ort
+
+    ckpt = save(build(ENCODER.replace(norm_position=NormPosition.POST), seed=0), tmp_path / "enc.pt")
+    out = export(ckpt, ExportOptions(tmp_path / "enc", profile=PROFILE, repeats=2)).output
+    kept = {}
+    for disabled in ([], ["SkipLayerNormFusion"]):
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / f"opt{len(disabled)}.onnx")
+        ort.InferenceSession(str(out / "model.onnx"), options, disabled_optimizers=disabled or None)
+        kept[len(disabled)] = {n.op_type for n in ir.load(options.optimized_model_filepath).graph}
+    assert "SkipLayerNormalization" in kept[0] and "SkipLayerNormalization" not in kept[1]
