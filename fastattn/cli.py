@@ -163,7 +163,7 @@ main.add_command(export_command)
 @_handle_errors
 def quantize_command(directory, output, threads, force, verbose, **quantize) -> None:
     """Quantize the float export in DIRECTORY, gated on accuracy against its float graphs."""
-    from fastattn.exporter.pipeline import requantize
+    from fastattn.exporter.rework import requantize
     from fastattn.runtime.manifest import Manifest
 
     _logging(verbose)
@@ -192,7 +192,7 @@ def export_main() -> None:
 @_handle_errors
 def optimize_command(output, target, profile, only, allow_fusion_shortfall, threads, verbose) -> None:
     """Lower a portable export in OUTPUT for a target, validated against its portable graphs."""
-    from fastattn.exporter.pipeline import reoptimize
+    from fastattn.exporter.rework import reoptimize
 
     _logging(verbose)
     with err.status("optimizing") as status:

@@ -1,6 +1,7 @@
 """``fastattn export`` and ``fastattn validate`` as library calls.
 
-    load -> graphs -> capture -> save (staging dir) -> validate -> manifest + report -> commit
+    load -> graphs -> capture -> lower + fuse -> save (staging dir) -> validate
+         -> [quantize -> accuracy gate -> validate] -> manifest + report -> commit
 
 Nothing reaches the destination directory unless validation passed; a failing export is
 kept as ``<destination>.rejected`` with its report, and raises :class:`ValidationFailed`.
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,16 +21,14 @@ import onnx_ir as ir
 
 from fastattn.attention.onnx_function import DOMAIN, OP_TYPE
 from fastattn.attention.spec import AttentionSpec
-from fastattn.errors import InputError, ValidationFailed
+from fastattn.errors import ValidationFailed
 from fastattn.exporter import report
 from fastattn.exporter.accuracy import EVAL_FILE, save_npz
 from fastattn.exporter.capture import DEFAULT_OPSET, capture, module_path
 from fastattn.exporter.environments import check_placement
-from fastattn.exporter.graphs import GraphDef
 from fastattn.exporter.lowering.choose import LoweringOptions
 from fastattn.exporter.lowering.measure import ShapeCase
 from fastattn.exporter.lowering.target import SKIP_LAYER_NORM_FUSION, Target
-from fastattn.exporter.model_graphs import max_length
 from fastattn.exporter.optimize import optimize
 from fastattn.exporter.package import (
     EXTERNAL_DATA_THRESHOLD,
@@ -48,7 +46,6 @@ from fastattn.exporter.validate import (
     torch_runner,
     validate,
 )
-from fastattn.models.config import ModelConfig
 from fastattn.runtime import load as load_exported
 from fastattn.runtime.manifest import AttentionLayer, Manifest, TensorSpec
 
@@ -136,7 +133,7 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
             fusions=fusions,
             precision=options.precision.value,
             config=prepared.config,
-            session=_session_settings(options.target),
+            session=session_settings(options.target),
             versions=versions(),
         )
         manifest.save(staging.path)
@@ -170,7 +167,7 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
         if prepared.tokenizer is not None:
             (staging.path / "tokenizer.json").write_text(json.dumps(prepared.tokenizer, indent=2) + "\n")
         timings["total"] = time.perf_counter() - clock
-        return _finish(staging, manifest, result, timings, notes, f"nothing was written to {destination}", gate_failure)
+        return finish(staging, manifest, result, timings, notes, f"nothing was written to {destination}", gate_failure)
 
 
 def revalidate(
@@ -206,7 +203,7 @@ def run_validation(
     return validate(prepared.graphs, candidates, cases, precision, tolerance)
 
 
-def _session_settings(target: Target) -> dict:
+def session_settings(target: Target) -> dict:
     disabled = target.disabled_optimizers
     if not disabled:
         return {}
@@ -252,107 +249,7 @@ def _failure_line(result: ValidationResult) -> str:
     )
 
 
-def reoptimize(
-    directory: str | Path,
-    target: Target,
-    profile: tuple[ShapeCase, ...] = (),
-    only: str | None = None,
-    allow_fusion_shortfall: bool = False,
-    threads: int | None = None,
-    progress: Progress | None = None,
-) -> ExportResult:
-    """Lower a portable export for ``target``, validated against the portable graphs it came from."""
-    step = progress or (lambda message: log.info(message))
-    directory = Path(directory)
-    manifest = Manifest.load(directory)
-    if manifest.target != Target.PORTABLE.value:
-        raise InputError(
-            f"{directory} was already lowered for {manifest.target!r}",
-            f"re-export from the model with --target {target.value} (or --target portable, then optimize)",
-        )
-    clock = time.perf_counter()
-    with Staging(directory) as staging:
-        _copy_files(directory, staging.path)
-        fusions, notes = {}, []
-        for entry in manifest.graphs:
-            step(f"lowering {entry.file} for {target.value}")
-            model = ir.load(directory / entry.file)
-            optimized = optimize(model, LoweringOptions(target, profile, only, threads=threads), None,
-                                 allow_fusion_shortfall)  # fmt: skip
-            optimized.annotate(manifest.attention, entry.name)
-            fusions[entry.name] = optimized.fusions
-            notes += [f"{entry.name}: {note}" for note in optimized.fusion_notes]
-            for stale in staging.path.glob(f"{entry.file}*"):
-                stale.unlink()
-            save_model(model, staging.path, entry.file)
-        manifest.target, manifest.fusions = target.value, fusions
-        manifest.session = _session_settings(target)
-        manifest.opsets = dict(model.opset_imports)
-        step("validating against the portable graphs")
-        result = _validate_against(directory, staging.path, manifest, Precision(manifest.precision), threads)
-        timings = {"total": time.perf_counter() - clock}
-        notes = [f"lowered from the portable export in {directory}", *notes]
-        return _finish(staging, manifest, result, timings, notes, f"{directory} is unchanged")
-
-
-def requantize(
-    directory: str | Path,
-    quantize: QuantizeStep,
-    output: str | Path | None = None,
-    force: bool = False,
-    threads: int | None = None,
-    progress: Progress | None = None,
-) -> ExportResult:
-    """Quantize a float export, gated against its float graphs; written to ``output`` (default: in place)."""
-    step = progress or (lambda message: log.info(message))
-    directory = Path(directory)
-    manifest = Manifest.load(directory)
-    if manifest.precision != Precision.FP32.value:
-        raise InputError(
-            f"{directory} is already quantized ({manifest.precision})",
-            "quantize a float export (export again without --quantize)",
-        )
-    destination = Path(output) if output is not None else directory
-    if destination.resolve() != directory.resolve():
-        check_destination(destination, force)
-    clock = time.perf_counter()
-    with Staging(destination) as staging:
-        _copy_files(directory, staging.path)
-        quantized = quantize.run(staging.path, None, None, threads, step)
-        manifest.quantization, manifest.precision = quantized.to_dict(), quantize.precision.value
-        step("validating the quantized model against the float graphs")
-        result = _validate_against(directory, staging.path, manifest, quantize.precision, threads)
-        timings = {"total": time.perf_counter() - clock}
-        notes = [f"quantized from the float export in {directory}"]
-        gate_failure = None if quantized.passed else quantized.failure_line()
-        return _finish(staging, manifest, result, timings, notes, f"{destination} is unchanged", gate_failure)
-
-
-def _copy_files(source: Path, destination: Path) -> None:
-    for path in source.iterdir():
-        if path.is_file():
-            shutil.copy2(path, destination / path.name)
-
-
-def _validate_against(
-    reference: Path, candidate: Path, manifest: Manifest, precision: Precision, threads: int | None
-) -> ValidationResult:
-    """Validate the graphs in ``candidate`` against those of an earlier export in ``reference``."""
-    graphs = [GraphDef(g.name, None, g.inputs, g.outputs, g.cache) for g in manifest.graphs]
-    longest = max((a.window for a in manifest.attention), default=0)
-    limit = max_length(ModelConfig.from_dict(manifest.config)) if manifest.config else None
-    ref, got = (load_exported(d, provider="cpu", threads=threads) for d in (reference, candidate))
-    cases = [c for g in graphs for c in default_cases(g, longest, limit)]
-    return validate(
-        graphs,
-        {g.name: got.graph(g.name).run for g in graphs},
-        cases,
-        precision,
-        references={g.name: ref.graph(g.name).run for g in graphs},
-    )
-
-
-def _finish(staging: Staging, manifest: Manifest, result: ValidationResult, timings: dict[str, float],
+def finish(staging: Staging, manifest: Manifest, result: ValidationResult, timings: dict[str, float],
             notes: list[str], untouched: str, gate_failure: str | None = None) -> ExportResult:  # fmt: skip
     """Record the validation, write the report; commit the staged directory, or keep it as
     ``.rejected`` and raise :class:`ValidationFailed` naming the worst output (or the failed gate)."""

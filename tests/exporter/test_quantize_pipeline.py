@@ -11,8 +11,9 @@ from click.testing import CliRunner
 from fastattn.cli import main
 from fastattn.errors import InputError, ValidationFailed
 from fastattn.exporter.gates import Gate
-from fastattn.exporter.pipeline import ExportOptions, export, requantize
+from fastattn.exporter.pipeline import ExportOptions, export
 from fastattn.exporter.quantization import QuantizeStep
+from fastattn.exporter.rework import requantize
 from fastattn.models import LayerAttention, ModelConfig, build, save
 from fastattn.quantize import Mode, QuantOptions
 from fastattn.runtime import load
@@ -127,3 +128,17 @@ def test_bad_eval_file_is_one_line(decoder_checkpoint, tmp_path):
     with pytest.raises(InputError, match="lacks input_ids, attention_mask"):
         export(decoder_checkpoint, ExportOptions(tmp_path / "out", quantize=step))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+@pytest.mark.parametrize("which", ["decoder", "seq2seq"])
+def test_every_mode_quantizes_decoders_and_encoder_decoders(mode, which, float_export, seq2seq_export, tmp_path):
+    source = float_export if which == "decoder" else seq2seq_export[1].output
+    result = requantize(source, QuantizeStep(QuantOptions(mode, block_size=16)), tmp_path / "out")
+    q, manifest = result.manifest.quantization, result.manifest
+    assert q["passed"] and q["mode"] == mode.value and result.validation.passed
+    assert manifest.precision == {"int8-static": "int8"}.get(mode.value, mode.value)
+    assert q["figures"]["quantized"]["agreement"] > 0.9  # against the float graphs, on random samples
+    expected_op = {Mode.INT8: "MatMulInteger", Mode.INT8_STATIC: "QuantizeLinear", Mode.INT4: "MatMulNBits",
+                   Mode.FP16: "Cast"}[mode]  # fmt: skip
+    assert q["ops"].get(expected_op, 0) > 0

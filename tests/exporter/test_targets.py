@@ -9,7 +9,8 @@ from fastattn.errors import InputError
 from fastattn.exporter.environments import python_for
 from fastattn.exporter.lowering.measure import ShapeCase
 from fastattn.exporter.lowering.target import Target
-from fastattn.exporter.pipeline import ExportOptions, export, reoptimize
+from fastattn.exporter.pipeline import ExportOptions, export
+from fastattn.exporter.rework import reoptimize
 from fastattn.models import LayerAttention, ModelConfig, build, save
 from fastattn.models.config import NormPosition
 
