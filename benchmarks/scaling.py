@@ -1,7 +1,8 @@
 """Scaling with sequence length: full attention vs a sliding window (W=256), CPU EP, prefill and decode.
 
-Two 2-layer decoders, d=512, 8 heads x 64 (the shapes of ``benchmarks/lowering.py``), identical
-but for the attention of every layer: full causal, or sliding window W=256. Both are exported
+Three 2-layer decoders, d=512, 8 heads x 64 (the shapes of ``benchmarks/lowering.py``), identical
+but for the attention of every layer: full causal, sliding window W=256, or 16 global tokens
+plus a W=256 window. Both are exported
 for the CPU EP with lowering chosen by measurement at long shapes (prefill 1x4096, decode
 1x1+4096), then timed by ``fastattn bench`` at batch 1, S = 512 .. 16384. The window model's
 prefill should grow linearly (log-log slope ~1), full attention's towards quadratic (~2).
@@ -37,6 +38,8 @@ MODELS = {
     "full": BASE,
     "sliding": BASE.replace(name=f"sliding{WINDOW}-2x512",
                             decoder_layers=(LayerAttention.parse(f"sliding:{WINDOW}"),) * 2),
+    "global_local": BASE.replace(name=f"global16-local{WINDOW}-2x512",
+                                 decoder_layers=(LayerAttention.parse(f"global_local:16:{WINDOW}"),) * 2),
 }  # fmt: skip
 SEQUENCES = (512, 1024, 2048, 4096, 8192, 16384)
 PROFILE = (ShapeCase("prefill", 1, 4096), ShapeCase("decode", 1, 1, past=4096))
@@ -44,6 +47,8 @@ TINY = BASE.replace(name="full-tiny", vocab_size=64, d_model=32, num_heads=4, kv
 QUICK_MODELS = {
     "full": TINY,
     "sliding": TINY.replace(name="sliding16-tiny", decoder_layers=(LayerAttention.parse("sliding:16"),) * 2),
+    "global_local": TINY.replace(name="global2-local16-tiny",
+                                 decoder_layers=(LayerAttention.parse("global_local:2:16"),) * 2),
 }
 QUICK_SEQUENCES = (64, 128, 256)
 QUICK_PROFILE = (ShapeCase("prefill", 1, 128), ShapeCase("decode", 1, 1, past=128))
