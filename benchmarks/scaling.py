@@ -99,12 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     if result.rows:
         plot(result, out / f"{stem}.png")
     kernels = {e.name: sorted({a.lowering for a in Manifest.load(e).attention}) for e in exports}
-    full, sliding = models["full"], models["sliding"]
+    full = models["full"]
+    kinds = " vs ".join(str(m.decoder_layers[0]) for m in models.values())
     text = [
-        "# Scaling with sequence length: full attention vs sliding window, CPU EP",
+        "# Scaling with sequence length: full attention vs sliding window vs global+local, CPU EP",
         "",
-        f"Two {len(full.decoder_layers)}-layer decoders (d={full.d_model}, {full.num_heads} heads x {full.head_size}), "
-        f"identical but for attention: full causal vs {sliding.decoder_layers[0]}; batch 1; prefill of S tokens, "
+        f"{len(models)} {len(full.decoder_layers)}-layer decoders (d={full.d_model}, {full.num_heads} heads x "
+        f"{full.head_size}), identical but for attention: {kinds}; batch 1; prefill of S tokens, "
         "and decode steps on a cache "
         f"of S tokens. Kernels chosen by measurement at the export: {kernels}. Reproduce: "
         f"`python -m benchmarks.scaling{' --quick' if args.quick else ''}`.",
