@@ -15,6 +15,36 @@ from fastattn.attention.kernels import attend
 from fastattn.attention.spec import AttentionSpec
 
 
+def eager(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    past_key: torch.Tensor | None,
+    past_value: torch.Tensor | None,
+    key_mask: torch.Tensor | None,
+    num_heads: int,
+    kv_num_heads: int,
+    causal: bool,
+    window: int,
+    global_tokens: int,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The op's computation in plain (differentiable) torch: (output, present key, present value)."""
+    spec = AttentionSpec(num_heads, kv_num_heads, causal, window, global_tokens, scale)
+    B, S, _ = query.shape
+    T = key.shape[1]
+    q = query.view(B, S, num_heads, -1).transpose(1, 2)
+    k = key.view(B, T, kv_num_heads, -1).transpose(1, 2)
+    v = value.view(B, T, kv_num_heads, -1).transpose(1, 2)
+    if past_key is not None and past_value is not None:
+        k, v = torch.cat([past_key, k], 2), torch.cat([past_value, v], 2)
+    else:  # outputs must not alias inputs
+        k, v = k.clone(memory_format=torch.contiguous_format), v.clone(memory_format=torch.contiguous_format)
+    mask = None if key_mask is None else key_mask.to(torch.bool)
+    out = attend(q, k, v, spec, mask)
+    return out.transpose(1, 2).reshape(B, S, -1), k, v
+
+
 @torch.library.custom_op("fastattn::attention", mutates_args=())
 def _attention_op(
     query: torch.Tensor,
@@ -30,19 +60,8 @@ def _attention_op(
     global_tokens: int,
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    spec = AttentionSpec(num_heads, kv_num_heads, causal, window, global_tokens, scale)
-    B, S, _ = query.shape
-    T = key.shape[1]
-    q = query.view(B, S, num_heads, -1).transpose(1, 2)
-    k = key.view(B, T, kv_num_heads, -1).transpose(1, 2)
-    v = value.view(B, T, kv_num_heads, -1).transpose(1, 2)
-    if past_key is not None and past_value is not None:
-        k, v = torch.cat([past_key, k], 2), torch.cat([past_value, v], 2)
-    else:  # outputs must not alias inputs
-        k, v = k.clone(memory_format=torch.contiguous_format), v.clone(memory_format=torch.contiguous_format)
-    mask = None if key_mask is None else key_mask.to(torch.bool)
-    out = attend(q, k, v, spec, mask)
-    return out.transpose(1, 2).reshape(B, S, -1), k, v
+    return eager(query, key, value, past_key, past_value, key_mask, num_heads, kv_num_heads, causal, window,
+                 global_tokens, scale)  # fmt: skip
 
 
 @_attention_op.register_fake

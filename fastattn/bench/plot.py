@@ -14,8 +14,9 @@ import io
 import os
 from pathlib import Path
 
-from fastattn.bench.records import BenchResult, Row, write_atomic
+from fastattn.bench.records import BenchResult, Row
 from fastattn.errors import InputError
+from fastattn.files import write_atomic
 
 STYLES = {"sliding": "--", "global_local": "-."}  # attention kind -> line style; others solid
 MARKERS = "osD^vP*X"

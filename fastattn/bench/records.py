@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fastattn.bench.stats import Summary, summarize
+from fastattn.files import write_atomic
 
 SCHEMA = "fastattn-bench/1"
 
@@ -189,17 +189,3 @@ class BenchResult:
     @classmethod
     def load(cls, path: str | os.PathLike) -> BenchResult:
         return cls.from_dict(json.loads(Path(path).read_text()))
-
-
-def write_atomic(path: Path, data: bytes) -> Path:
-    """``data`` into ``path`` via a temporary file in the same directory and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path

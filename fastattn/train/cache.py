@@ -22,12 +22,12 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
+from fastattn.files import write_atomic
 from fastattn.models import checkpoint
 from fastattn.models.config import ModelConfig
 from fastattn.train import corpus
@@ -101,7 +101,7 @@ def trained(
             "seconds": round(result.seconds, 2), "tokens": result.tokens,
             "tokens_per_second": round(result.tokens_per_second), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }  # fmt: skip
-        _write_text(path.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
+        write_atomic(path.with_suffix(".json"), (json.dumps(record, indent=2) + "\n").encode())
         checkpoint.save(result.model, path, result.tokenizer.to_dict(), result.eval_data, result.metrics)
     return path
 
@@ -117,14 +117,3 @@ def _locked(lock: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

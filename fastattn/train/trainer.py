@@ -24,8 +24,6 @@ import numpy as np
 import torch
 
 from fastattn.attention import op as attention_op
-from fastattn.attention.kernels import attend
-from fastattn.attention.spec import AttentionSpec
 from fastattn.errors import InputError
 from fastattn.models import build
 from fastattn.models.config import ModelConfig, NormPosition
@@ -250,7 +248,7 @@ def _attention_backward(ctx, grad_out, grad_present_key, grad_present_value):
     inputs = (query, key, value, past_key, past_value)
     with torch.enable_grad(), torch.autocast(query.device.type, enabled=False):
         leaves = [None if t is None else _at_least_float32(t).requires_grad_() for t in inputs]
-        outputs = _reference(*leaves, key_mask, *ctx.params)
+        outputs = attention_op.eager(*leaves, key_mask, *ctx.params)
         wrt = [t for t in leaves if t is not None]
         grads = iter(torch.autograd.grad(
             outputs, wrt, [_at_least_float32(g) for g in (grad_out, grad_present_key, grad_present_value)],
@@ -266,18 +264,3 @@ def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
 
 def _cast(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
     return None if grad is None else grad.to(like.dtype)
-
-
-def _reference(query, key, value, past_key, past_value, key_mask, num_heads, kv_num_heads, causal, window,
-               global_tokens, scale):  # fmt: skip
-    """The op's eager computation (:mod:`fastattn.attention.op`), differentiable."""
-    spec = AttentionSpec(num_heads, kv_num_heads, causal, window, global_tokens, scale)
-    B, S, _ = query.shape
-    T = key.shape[1]
-    q = query.view(B, S, num_heads, -1).transpose(1, 2)
-    k = key.view(B, T, kv_num_heads, -1).transpose(1, 2)
-    v = value.view(B, T, kv_num_heads, -1).transpose(1, 2)
-    if past_key is not None and past_value is not None:
-        k, v = torch.cat([past_key, k], 2), torch.cat([past_value, v], 2)
-    out = attend(q, k, v, spec, None if key_mask is None else key_mask.to(torch.bool))
-    return out.transpose(1, 2).reshape(B, S, -1), k, v
