@@ -21,6 +21,7 @@ from rich.table import Table
 from fastattn.bench.cli import bench as bench_command
 from fastattn.errors import FastAttnError, InputError
 from fastattn.exporter.lowering.target import Target
+from fastattn.generate_cli import generate_command
 from fastattn.quantize.cli import quantize_options, quantize_step
 from fastattn.train.cli import train_command
 
@@ -317,6 +318,7 @@ def _default_sizes(entry, given: dict[str, int]) -> dict[str, int]:
 
 main.add_command(train_command)
 main.add_command(bench_command)
+main.add_command(generate_command)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from fastattn.errors import InputError, LoadError
 from fastattn.runtime import providers as eps
+from fastattn.runtime.generate import Generation, Sampling, StepCallback, generate
 from fastattn.runtime.manifest import GraphEntry, Manifest, TensorSpec
 from fastattn.runtime.samples import sample_inputs
 
@@ -346,6 +347,19 @@ class ExportedModel:
     ) -> dict[str, np.ndarray]:
         """Random inputs for one graph at these dim sizes (``fastattn run --random``); builds no session."""
         return sample_graph(self.manifest.graph(graph), sizes or {}, seed)
+
+    def generate(
+        self,
+        prompt_ids: Sequence[int] | Sequence[Sequence[int]] | np.ndarray,
+        max_new_tokens: int = 32,
+        sampling: Sampling = Sampling(),
+        stop_ids: Sequence[int] = (),
+        on_step: StepCallback | None = None,
+        pad_id: int = 0,
+        decoder_start: int | None = None,
+    ) -> Generation:
+        """New tokens after one prompt or a batch of them, greedy by default (:mod:`fastattn.runtime.generate`)."""
+        return generate(self, prompt_ids, max_new_tokens, sampling, stop_ids, on_step, pad_id, decoder_start)
 
 
 load = ExportedModel.load

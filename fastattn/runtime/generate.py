@@ -1,0 +1,300 @@
+"""Generate tokens with an exported decoder or encoder-decoder (torch-free).
+
+    from fastattn.runtime import load, Sampling
+    model = load("out/", provider="cpu")
+    result = model.generate([[5, 6, 7], [8, 9]], max_new_tokens=64)              # greedy
+    result = model.generate(ids, 64, Sampling(temperature=0.8, top_p=0.9, seed=0))
+    result.tokens                                                                  # one list per prompt
+
+What it does, step by step:
+
+* prompts of different lengths are left-padded (mask 0 on padding) for decoders; the
+  graph computes positions from the mask, so a padded row gets the tokens it gets alone.
+  Encoder prompts are right-padded (encoder positions count from the first token);
+* the first step runs the whole prompt (empty cache); later steps run one token per row;
+* the KV cache never passes through NumPy: outputs are bound to CPU with ORT's IOBinding
+  and the ``present_*`` OrtValues are bound as the next step's ``past_*`` inputs;
+* encoder-decoders encode once; the cross keys/values stay bound for every decode step;
+* a row that emits a stop token (not included in its output) or reaches ``max_new_tokens``
+  is finished: it keeps being fed ``pad_id`` while others run, but its output stops growing.
+
+Not done yet: sliding-window layers keep their whole cache (a window-sized ring buffer
+needs positions that do not come from the mask length).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnxruntime as ort
+
+from fastattn.errors import InputError
+from fastattn.runtime.manifest import GraphEntry, TensorSpec
+
+if TYPE_CHECKING:
+    from fastattn.runtime.session import ExportedModel
+
+logger = logging.getLogger(__name__)
+
+StepCallback = Callable[[int, list[int | None]], None]
+"""Called after each step with its index and the new token of each row (None: the row is finished)."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the next token is chosen: greedy (temperature 0) or sampled from the softmax."""
+
+    temperature: float = 0.0  # 0: greedy (argmax)
+    top_k: int = 0  # keep the k most likely tokens (0: all)
+    top_p: float = 1.0  # keep the smallest set whose probability reaches p (1: all)
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise InputError(f"temperature must be >= 0, got {self.temperature}", "pass 0 (greedy) or more")
+        if self.top_k < 0:
+            raise InputError(f"top_k must be >= 0, got {self.top_k}", "pass 0 (all tokens) or a positive count")
+        if not 0 < self.top_p <= 1:
+            raise InputError(f"top_p must be in (0, 1], got {self.top_p}", "pass a probability such as 0.9")
+        if self.greedy and (self.top_k or self.top_p < 1):
+            raise InputError("top_k and top_p sample, but temperature 0 is greedy", "pass a temperature > 0")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass
+class Generation:
+    """The new tokens of each prompt and how the run went."""
+
+    tokens: list[list[int]]  # new tokens per prompt, stop tokens excluded
+    finish: list[str]  # per prompt: "stop" (a stop token) or "length" (max_new_tokens)
+    prefill_seconds: float = 0.0  # encoder (if any) and the first decoder step
+    decode_seconds: float = 0.0  # every later step
+    steps: int = 0  # decoder runs, the prefill included
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Generated tokens (all rows) per second of the whole run."""
+        total = self.prefill_seconds + self.decode_seconds
+        return sum(len(t) for t in self.tokens) / total if total else 0.0
+
+
+def generate(
+    model: ExportedModel,
+    prompt_ids: Sequence[int] | Sequence[Sequence[int]] | np.ndarray,
+    max_new_tokens: int = 32,
+    sampling: Sampling = Sampling(),
+    stop_ids: Sequence[int] = (),
+    on_step: StepCallback | None = None,
+    pad_id: int = 0,
+    decoder_start: int | None = None,
+) -> Generation:
+    """Generate up to ``max_new_tokens`` tokens after each prompt (one prompt or a list of them).
+
+    For encoder-decoders the prompts are the encoder input and the decoder starts from
+    ``decoder_start`` (None: each prompt's last token, the convention of ``fastattn train seq2seq``).
+    """
+    arch = model.manifest.arch
+    if arch not in ("decoder", "encoder_decoder"):
+        raise InputError(f"this export is an {arch}, it cannot generate", "export a decoder or encoder-decoder")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}", "pass 1 or more")
+    prompts = _prompts(prompt_ids)
+    dec_entry = model.manifest.graph("model" if arch == "decoder" else "decoder")
+    vocab = _vocab(dec_entry)
+    for value, what in [(pad_id, "pad_id"), *((s, "stop id") for s in stop_ids), (decoder_start, "decoder_start")]:
+        if value is not None and not 0 <= value < vocab:
+            raise InputError(f"{what} {value} is outside the vocabulary [0, {vocab})", "pass a valid token id")
+    for row, prompt in enumerate(prompts):
+        if any(not 0 <= t < vocab for t in prompt):
+            raise InputError(f"prompt {row} has token ids outside [0, {vocab})", "pass ids of this model's vocabulary")
+    _check_length(model, prompts, max_new_tokens, arch)
+
+    run = _Run(model, dec_entry, sampling, set(stop_ids), pad_id, max_new_tokens, on_step)
+    start = time.perf_counter()
+    if arch == "decoder":
+        ids, mask = _pad(prompts, pad_id, left=True)
+        run.bind_empty_cache(len(prompts))
+    else:
+        enc_ids, enc_mask = _pad(prompts, pad_id, left=False)
+        run.encode(enc_ids, enc_mask)
+        first = [p[-1] if decoder_start is None else decoder_start for p in prompts]
+        ids, mask = np.array(first, np.int64)[:, None], np.ones((len(prompts), 1), np.int64)
+        run.bind_empty_cache(len(prompts))
+    return run.loop(ids, mask, start)
+
+
+class _Run:
+    """One generation: the decoder session, its IOBinding and the rows' state."""
+
+    def __init__(self, model, entry: GraphEntry, sampling: Sampling, stop: set[int], pad_id: int,
+                 max_new: int, on_step: StepCallback | None):  # fmt: skip
+        self.model = model
+        self.entry = entry
+        self.session: ort.InferenceSession = model.graph(entry.name).session
+        self.binding = self.session.io_binding()
+        self.sampling = sampling
+        self.rng = np.random.default_rng(sampling.seed)
+        self.stop, self.pad_id, self.max_new, self.on_step = stop, pad_id, max_new, on_step
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.cache = {p.present: p.past for p in entry.cache}
+        self.alive: dict[str, np.ndarray] = {}  # arrays bound as inputs: ORT reads them at run time
+
+    def bind(self, name: str, array: np.ndarray) -> None:
+        self.alive[name] = array
+        self.binding.bind_cpu_input(name, array)
+
+    def bind_empty_cache(self, batch: int) -> None:
+        for pair in self.entry.cache:
+            spec = next(s for s in self.entry.inputs if s.name == pair.past)
+            empty = np.zeros(spec.concrete_shape({"batch": batch, "past_sequence": 0}), spec.dtype)
+            self.bind(pair.past, empty)
+
+    def encode(self, ids: np.ndarray, mask: np.ndarray) -> None:
+        """Run the encoder once and bind its cross keys/values (and mask) to the decoder for every step."""
+        session = self.model.graph("encoder").session
+        binding = session.io_binding()
+        binding.bind_cpu_input("input_ids", ids)
+        binding.bind_cpu_input("attention_mask", mask)
+        names = [o.name for o in session.get_outputs()]
+        for name in names:
+            binding.bind_output(name, "cpu")
+        session.run_with_iobinding(binding)
+        decoder_inputs = {s.name for s in self.entry.inputs}
+        for name, value in zip(names, binding.get_outputs(), strict=True):
+            if name in decoder_inputs:
+                self.binding.bind_ortvalue_input(name, value)
+        self.bind("encoder_attention_mask", mask)
+
+    def step(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """One decoder run; the presents become the next pasts; the last position's logits (batch, vocab)."""
+        self.bind("input_ids", ids)
+        self.bind("attention_mask", mask)
+        self.binding.clear_binding_outputs()
+        for name in self.outputs:
+            self.binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(self.binding)
+        values = self.binding.get_outputs()
+        logits = None
+        for name, value in zip(self.outputs, values, strict=True):
+            if name == "logits":
+                logits = value.numpy()[:, -1, :]
+            elif name in self.cache:
+                self.binding.bind_ortvalue_input(self.cache[name], value)
+        return logits
+
+    def loop(self, ids: np.ndarray, mask: np.ndarray, start: float) -> Generation:
+        batch = ids.shape[0]
+        tokens: list[list[int]] = [[] for _ in range(batch)]
+        finish = ["length"] * batch
+        done = np.zeros(batch, bool)
+        steps = 0
+        prefill_end = start
+        for step in range(self.max_new):
+            logits = self.step(ids, mask)
+            steps += 1
+            if step == 0:
+                prefill_end = time.perf_counter()
+            chosen = choose(logits, self.sampling, self.rng)
+            new: list[int | None] = []
+            for row, token in enumerate(chosen.tolist()):
+                if done[row]:
+                    new.append(None)
+                elif token in self.stop:
+                    done[row], finish[row] = True, "stop"
+                    new.append(None)
+                else:
+                    tokens[row].append(token)
+                    new.append(token)
+            if self.on_step is not None:
+                self.on_step(step, new)
+            if done.all() or step == self.max_new - 1:
+                break
+            ids = np.where(done, self.pad_id, chosen).astype(np.int64)[:, None]
+            mask = np.concatenate([mask, np.ones((batch, 1), np.int64)], axis=1)
+        end = time.perf_counter()
+        return Generation(tokens, finish, prefill_end - start, end - prefill_end, steps)
+
+
+def choose(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator) -> np.ndarray:
+    """The next token of each row from its logits (batch, vocab)."""
+    if sampling.greedy:
+        return logits.argmax(-1)
+    scores = logits.astype(np.float64) / sampling.temperature
+    vocab = scores.shape[-1]
+    if sampling.top_k and sampling.top_k < vocab:
+        kth = np.partition(scores, vocab - sampling.top_k, axis=-1)[:, vocab - sampling.top_k, None]
+        scores = np.where(scores >= kth, scores, -np.inf)
+    order = np.argsort(-scores, axis=-1, kind="stable")
+    ranked = np.take_along_axis(scores, order, -1)
+    probs = np.exp(ranked - ranked[:, :1])
+    probs /= probs.sum(-1, keepdims=True)
+    if sampling.top_p < 1:
+        before = np.cumsum(probs, -1) - probs  # probability of the tokens ranked above
+        probs = np.where(before < sampling.top_p, probs, 0.0)
+        probs /= probs.sum(-1, keepdims=True)
+    cdf = np.cumsum(probs, -1)
+    u = rng.random((scores.shape[0], 1)) * cdf[:, -1:]
+    index = np.minimum((cdf <= u).sum(-1), vocab - 1)
+    return order[np.arange(scores.shape[0]), index]
+
+
+def _prompts(prompt_ids) -> list[list[int]]:
+    """One prompt (a sequence of ids) or several, as lists of Python ints."""
+    arr = prompt_ids if isinstance(prompt_ids, np.ndarray) else None
+    if arr is not None:
+        rows = [arr.tolist()] if arr.ndim == 1 else arr.tolist() if arr.ndim == 2 else None
+    else:
+        items = list(prompt_ids)
+        rows = [items] if items and all(_is_int(t) for t in items) else [list(p) for p in items]
+    if rows is None or not rows or any(not r or not all(_is_int(t) for t in r) for r in rows):
+        raise InputError("prompt_ids must be a non-empty list of token ids, or a list of such lists",
+                         "pass e.g. [1, 2, 3] or [[1, 2, 3], [4, 5]]")  # fmt: skip
+    return [[int(t) for t in r] for r in rows]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _pad(prompts: list[list[int]], pad_id: int, left: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, mask) of the prompts padded to one length, on the left or the right."""
+    width = max(len(p) for p in prompts)
+    ids = np.full((len(prompts), width), pad_id, np.int64)
+    mask = np.zeros((len(prompts), width), np.int64)
+    for row, prompt in enumerate(prompts):
+        cols = slice(width - len(prompt), width) if left else slice(0, len(prompt))
+        ids[row, cols], mask[row, cols] = prompt, 1
+    return ids, mask
+
+
+def _vocab(entry: GraphEntry) -> int:
+    logits: TensorSpec = next(s for s in entry.outputs if s.name == "logits")
+    return int(logits.shape[-1])
+
+
+def _check_length(model, prompts: list[list[int]], max_new: int, arch: str) -> None:
+    """A model with learned positions cannot go past its table: one clear error before any run."""
+    config = model.manifest.config or {}
+    if config.get("positions") != "learned":
+        return
+    limit = int(config["max_positions"])
+    longest = max(len(p) for p in prompts)
+    if arch == "decoder" and longest + max_new > limit:
+        raise InputError(
+            f"prompt of {longest} tokens + {max_new} new tokens is longer than the model's {limit} positions",
+            f"pass at most {max(limit - longest, 0)} new tokens or a shorter prompt",
+        )
+    if arch == "encoder_decoder" and (longest > limit or 1 + max_new > limit):
+        raise InputError(
+            f"prompt of {longest} tokens or 1 + {max_new} decoder tokens is longer than the model's {limit} positions",
+            f"keep the prompt and max_new_tokens under {limit}",
+        )
