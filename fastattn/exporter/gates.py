@@ -30,8 +30,8 @@ class Gate:
             if base.perplexity and got.perplexity is not None:
                 rise = got.perplexity / base.perplexity - 1
                 if rise > self.max_ppl_increase:
-                    out.append(f"perplexity {base.perplexity:.4f} -> {got.perplexity:.4f} (+{rise:.2%}, "
-                               f"gate +{self.max_ppl_increase:.2%})")  # fmt: skip
+                    out.append(f"perplexity {base.perplexity:.6g} -> {got.perplexity:.6g} ({rise:+.2%}, "
+                               f"gate {self.max_ppl_increase:+.2%})")  # fmt: skip
             return out
         if got.cosine is not None and got.cosine < self.min_cosine:
             out.append(f"output cosine {got.cosine:.5f} < {self.min_cosine}")
