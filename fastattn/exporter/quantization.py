@@ -173,12 +173,18 @@ def quantize_directory(
             _fold_transposes(float_dir, entry.file)
         floats = load_exported(float_dir, provider="cpu", threads=threads)
         float_runners = {g.name: floats.graph(g.name).run for g in manifest.graphs}
-        forwards = {"float": forward(manifest, float_runners)}
-        if references:
-            forwards["pytorch"] = forward(manifest, references)
-
+        float_forward = forward(manifest, float_runners)
         sites = {g.name: weight_sites(float_dir / g.file) for g in manifest.graphs}
         user_keep = _keep_per_graph(options.keep_float, sites)
+        calibrated = options.mode is Mode.INT8_STATIC
+        if calibrated and calibration is None:
+            calibration, data = data.split()
+            report.data = data.source
+        if calibrated:
+            report.calibration = calibration.source
+        # PyTorch's figures once; every attempt below is scored against the float graphs only
+        baseline = {"float": float_forward, **({"pytorch": forward(manifest, references)} if references else {})}
+        report.figures = evaluate(task, baseline, data, "float")
 
         def attempt(keep: tuple[str, ...]) -> tuple[list[QuantResult], Figures]:
             """Quantize every graph keeping ``keep`` (site ids) and the user's list in float; score it."""
@@ -190,16 +196,9 @@ def quantize_directory(
                 results.append(quantize_file(float_dir / entry.file, directory / entry.file, entry_options, batches))
             quantized = load_exported(directory, provider="cpu", threads=threads)
             runners = {g.name: quantized.graph(g.name).run for g in manifest.graphs}
-            figures = evaluate(task, {**forwards, "quantized": forward(manifest, runners)}, data, "float")
-            report.figures = figures
+            figures = evaluate(task, {"float": float_forward, "quantized": forward(manifest, runners)}, data, "float")
             return results, figures["quantized"]
 
-        calibrated = options.mode is Mode.INT8_STATIC
-        if calibrated and calibration is None:
-            calibration, data = data.split()
-            report.data = data.source
-        if calibrated:
-            report.calibration = calibration.source
         step(f"quantizing to {options.mode.value}")
         results, figures = attempt(())
         report.attempts.append(Attempt([], figures, gate.failures(task, report.figures["float"], figures)))
@@ -216,6 +215,7 @@ def quantize_directory(
                 report.attempts.append(Attempt(list(keep), figures, gate.failures(task, report.figures["float"], figures)))
                 if not report.failures:
                     break
+        report.figures["quantized"] = report.attempts[-1].figures
         _record(report, results, manifest, directory)
         return report
     finally:
