@@ -13,7 +13,6 @@ block 16; rejected by the export's validation gate, logits cosine 0.964) 0.355 /
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
