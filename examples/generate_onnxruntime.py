@@ -7,12 +7,14 @@ Everything the app needs is in OUT/fastattn.json:
 * ``arch``: "decoder" (one graph, ``model``) or "encoder_decoder" (``encoder`` then ``decoder``);
 * ``graphs[].file``, ``inputs`` and ``outputs``: names, dtypes, shapes with named dims;
 * ``graphs[].cache``: pairs ``{"past": "past_key_0", "present": "present_key_0"}``: feed each
-  present back as its past at the next step; an empty cache has ``past_sequence`` = 0;
+  present back as its past at the next step; an empty cache has length 0. A windowed
+  layer's cache dim reads ``min(past_sequence,K)``: its present keeps only the K positions
+  later tokens can see, so the app just feeds it back and that cache stops growing;
 * ``session.disabled_optimizers``: ORT optimizers to switch off when building sessions.
 
 Decoder inputs: ``input_ids`` (batch, sequence), ``attention_mask`` (batch, past+sequence;
-1 = token), the pasts (batch, kv_heads, past_sequence, head_size); positions come from the
-mask. Encoder-decoders: the encoder returns ``cross_key_i``/``cross_value_i`` once; the
+1 = token) over every token so far, the pasts (batch, kv_heads, past_sequence, head_size);
+positions come from the mask. Encoder-decoders: the encoder returns ``cross_key_i``/``cross_value_i`` once; the
 decoder takes them at every step with ``encoder_attention_mask``; the decoder starts from
 the prompt's last token (the convention of ``fastattn train seq2seq``).
 
@@ -39,7 +41,7 @@ def empty_cache(graph: dict, batch: int) -> dict[str, np.ndarray]:
     cache = {}
     for pair in graph["cache"]:
         spec = specs[pair["past"]]
-        shape = [batch if d == "batch" else 0 if d == "past_sequence" else d for d in spec["shape"]]
+        shape = [batch if d == "batch" else 0 if isinstance(d, str) else d for d in spec["shape"]]
         cache[pair["past"]] = np.zeros(shape, spec["dtype"])
     return cache
 

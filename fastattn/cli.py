@@ -311,9 +311,10 @@ def _parse_size(text: str) -> tuple[str, int]:
 
 
 def _default_sizes(entry, given: dict[str, int]) -> dict[str, int]:
+    from fastattn.runtime.session import graph_dims
+
     defaults = {"batch": 1, "past_sequence": 0}
-    names = {d for spec in entry.inputs for d in spec.dims() if "+" not in d}
-    return {d: given.get(d, defaults.get(d, 8)) for d in names}
+    return {d: given.get(d, defaults.get(d, 8)) for d in graph_dims(entry)}
 
 
 main.add_command(train_command)

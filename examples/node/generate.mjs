@@ -9,11 +9,13 @@
 //   arch            "decoder" (one graph, "model") or "encoder_decoder" ("encoder" then "decoder");
 //   graphs[].file   the ONNX file; graphs[].inputs / outputs: name, dtype, shape (named dims as strings);
 //   graphs[].cache  pairs {"past": "past_key_0", "present": "present_key_0"}: each present is fed back
-//                   as its past at the next step; an empty cache has past_sequence = 0.
-//                   Past shapes are (batch, kv_heads, past_sequence, head_size);
+//                   as its past at the next step; an empty cache has length 0.
+//                   Past shapes are (batch, kv_heads, past_sequence, head_size); a windowed layer's
+//                   length reads min(past_sequence,K): its present keeps only the K positions later
+//                   tokens can see, so feeding it back keeps that cache from growing;
 //   session         {"disabled_optimizers": [...]}: ORT optimizers to switch off when building sessions.
 // Decoder inputs: input_ids (batch, sequence) int64, attention_mask (batch, past+sequence) int64
-// (1 = token; positions come from the mask), then the pasts. Encoder-decoders: the encoder returns
+// over every token so far (1 = token; positions come from the mask), then the pasts. Encoder-decoders: the encoder returns
 // cross_key_i / cross_value_i once; the decoder takes them at every step with encoder_attention_mask
 // and starts from the prompt's last token (the convention of `fastattn train seq2seq`).
 // Quantized exports (int8: MatMulInteger / DynamicQuantizeLinear; int4: MatMulNBits; com.microsoft
@@ -84,8 +86,8 @@ function emptyCache(graph, batch) {
     const spec = specs[pair.past];
     const Array_ = ARRAYS[spec.dtype];
     if (!Array_) throw new Error(`cache dtype ${spec.dtype} of ${pair.past} is not handled`);
-    const dims = spec.shape.map((d) => (d === "batch" ? batch : d === "past_sequence" ? 0 : d));
-    if (dims.some((d) => typeof d !== "number")) throw new Error(`unexpected dims in ${pair.past}: ${spec.shape}`);
+    // every named dim of an empty cache but the batch is 0 (past_sequence, min(past_sequence,K))
+    const dims = spec.shape.map((d) => (d === "batch" ? batch : typeof d === "string" ? 0 : d));
     cache[pair.past] = new ort.Tensor(spec.dtype, new Array_(0), dims);
   }
   return cache;

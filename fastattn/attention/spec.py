@@ -52,6 +52,15 @@ class AttentionSpec:
             return "sliding"
         return "causal" if self.causal else "full"
 
+    @property
+    def cache_limit(self) -> int:
+        """Cache positions a causal windowed layer needs to keep (G global + the last W-1); 0 = all.
+
+        A future query at position p sees keys p-W+1..p and the G global keys, so keys
+        older than that are never read again (see :mod:`fastattn.models.cache`).
+        """
+        return self.global_tokens + self.window - 1 if self.causal and self.window else 0
+
     def head_scale(self, head_size: int) -> float:
         return self.scale or 1.0 / math.sqrt(head_size)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from fastattn.runtime import dims
 from fastattn.runtime.manifest import CachePair, GraphEntry, TensorSpec
 from fastattn.runtime.samples import sample_inputs
 
@@ -39,12 +40,12 @@ class GraphDef:
         return f"{self.name}.onnx"
 
     def dims(self) -> list[str]:
-        """Named dynamic dims in order of first appearance (``a+b`` sums are not dims)."""
+        """Named dynamic dims in order of first appearance (``a+b`` and ``min(a,K)`` are made of them)."""
         seen: dict[str, None] = {}
         for spec in self.inputs:
             for d in spec.dims():
-                if "+" not in d:
-                    seen.setdefault(d)
+                for name in dims.names(d):
+                    seen.setdefault(name)
         return list(seen)
 
     def trace_size(self, dim: str) -> int:

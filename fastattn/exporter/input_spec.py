@@ -27,6 +27,7 @@ from torch.utils import _pytree as pytree
 from fastattn.errors import ExportError, InputError
 from fastattn.exporter.graphs import DEFAULT_TRACE_SIZES, GraphDef
 from fastattn.exporter.load import LoadedModel, ModelFormat
+from fastattn.runtime.dims import names as dim_names
 from fastattn.runtime.manifest import Dim, Fill, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -257,7 +258,7 @@ def _distinct_sizes(
     specs: Sequence[TensorSpec], fixed: dict[str, int], avoid: set[int] | None = None
 ) -> dict[str, int]:
     """A trace size per named dim: ``fixed`` ones kept, others distinct, >= 2 and unlike any fixed size."""
-    dims = list(dict.fromkeys(d for s in specs for d in s.dims() if "+" not in d))
+    dims = list(dict.fromkeys(n for s in specs for d in s.dims() for n in dim_names(d)))
     taken = {d for s in specs for d in s.shape if isinstance(d, int)} | set(fixed.values()) | (avoid or set())
     sizes: dict[str, int] = {}
     fresh = _fresh(taken)

@@ -9,7 +9,9 @@
                                    cross_key_i/cross_value_i, past_key_i/past_value_i
                                    -> logits, present_key_i/present_value_i
 
-Caches are (batch, kv_heads, past_sequence, head_size); cross keys/values are packed
+Caches are (batch, kv_heads, past_sequence, head_size); a windowed layer's cache is
+capped: ``min(past_sequence,K)`` with K = G + W - 1 (see fastattn.models.cache).
+Cross keys/values are packed
 (batch, encoder_sequence, kv_heads·head_size), projected once per encoding. Masks are
 1 for tokens, 0 for padding, over every key position.
 """
@@ -23,6 +25,7 @@ from fastattn.exporter.graphs import GraphDef
 from fastattn.models.config import Arch, ModelConfig, Positions
 from fastattn.models.layers import KV
 from fastattn.models.transformer import FastAttnModel
+from fastattn.runtime.dims import capped
 from fastattn.runtime.manifest import CachePair, Fill, TensorSpec
 
 DIMS = {
@@ -31,6 +34,7 @@ DIMS = {
     "past_sequence": "tokens already in the cache",
     "past_sequence+sequence": "cache length after this call",
     "encoder_sequence": "encoder tokens",
+    "min(a,K)": "a, at most K: the cache of a windowed layer keeps its G global and last W-1 positions",
 }
 TOTAL = "past_sequence+sequence"
 
@@ -117,10 +121,10 @@ def _prompt(cfg: ModelConfig, seq: str) -> list[TensorSpec]:
 
 
 def _decoder_graph(name: str, module: nn.Module, cfg: ModelConfig, extra: list[TensorSpec]) -> GraphDef:
-    layers = range(len(cfg.decoder_layers))
+    limits = [layer.spec(cfg.num_heads, cfg.kv_heads, causal=True).cache_limit for layer in cfg.decoder_layers]
     cache = lambda prefix, length: [  # noqa: E731
-        TensorSpec(f"{prefix}_{kind}_{i}", "float32", ("batch", cfg.kv_heads, length, cfg.head_size))
-        for i in layers for kind in ("key", "value")
+        TensorSpec(f"{prefix}_{kind}_{i}", "float32", ("batch", cfg.kv_heads, capped(length, limit), cfg.head_size))
+        for i, limit in enumerate(limits) for kind in ("key", "value")
     ]  # fmt: skip
     inputs = [
         TensorSpec("input_ids", "int64", ("batch", "sequence"), Fill.TOKENS, high=cfg.vocab_size),
@@ -129,7 +133,7 @@ def _decoder_graph(name: str, module: nn.Module, cfg: ModelConfig, extra: list[T
         *cache("past", "past_sequence"),
     ]
     outputs = [TensorSpec("logits", "float32", ("batch", "sequence", cfg.vocab_size)), *cache("present", TOTAL)]
-    pairs = [CachePair(f"past_{kind}_{i}", f"present_{kind}_{i}") for i in layers for kind in ("key", "value")]
+    pairs = [CachePair(f"past_{kind}_{i}", f"present_{kind}_{i}") for i in range(len(limits)) for kind in ("key", "value")]
     return GraphDef(name, module, inputs, outputs, cache=pairs)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fastattn.models import cache
 from fastattn.models.config import Arch, ModelConfig, NormPosition, Positions
 from fastattn.models.layers import KV, Rotary, TransformerLayer, make_norm
 
@@ -31,7 +32,13 @@ class Embedding(nn.Module):
 
 
 class Stack(nn.Module):
-    """Layers with one attention pattern each, and the final norm of pre-LN stacks."""
+    """Layers with one attention pattern each, and the final norm of pre-LN stacks.
+
+    Windowed causal layers keep only the cache positions a later query can see
+    (:mod:`fastattn.models.cache`); ``keep_whole_cache = True`` turns that off (a reference).
+    """
+
+    keep_whole_cache = False
 
     def __init__(self, cfg: ModelConfig, layers, causal: bool, cross: bool = False):
         super().__init__()
@@ -51,10 +58,12 @@ class Stack(nn.Module):
     ) -> tuple[torch.Tensor, list[KV]]:
         presents = []
         for i, layer in enumerate(self.layers):
-            x, present = layer(
-                x, rope, key_mask, past[i] if past else None, memory_kv[i] if memory_kv else None, memory_mask
-            )
-            presents.append(present)
+            spec = layer.self_attn.spec
+            layer_past = past[i] if past else None
+            keys = x.shape[1] + (layer_past[0].shape[2] if layer_past is not None else 0)
+            mask = key_mask if self.keep_whole_cache else cache.layer_mask(key_mask, keys, spec)
+            x, present = layer(x, rope, mask, layer_past, memory_kv[i] if memory_kv else None, memory_mask)
+            presents.append(present if self.keep_whole_cache else cache.keep(present, spec))
         return self.final_norm(x), presents
 
 
@@ -65,6 +74,24 @@ def decoder_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor | No
         return torch.arange(past_length, past_length + S, device=input_ids.device).expand(input_ids.shape[0], S)
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     return positions[:, -S:]
+
+
+def _past_length(stack: Stack, attention_mask: torch.Tensor | None, past: list[KV] | None) -> int:
+    """Tokens already in the cache, needed only for calls without a mask: the longest layer cache.
+
+    Windowed layers trim their caches, so when every layer is windowed and a cache is full
+    the true length is unknown: such calls need the mask, where positions come from.
+    """
+    if attention_mask is not None or not past:
+        return 0
+    lengths = [p[0].shape[2] for p in past]
+    limits = [layer.self_attn.spec.cache_limit for layer in stack.layers]
+    if not stack.keep_whole_cache and all(limits) and any(n >= k for n, k in zip(lengths, limits, strict=True)):
+        raise ValueError(
+            "every layer is windowed and its cache is full, so the position of new tokens is unknown: "
+            "pass attention_mask over every token of the sequence"
+        )
+    return max(lengths)
 
 
 class FastAttnModel(nn.Module):
@@ -123,8 +150,7 @@ class DecoderModel(FastAttnModel):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, past: list[KV] | None = None
     ) -> tuple[torch.Tensor, list[KV]]:
-        past_length = past[0][0].shape[2] if past else 0
-        x, rope = self.embed(input_ids, decoder_positions(input_ids, attention_mask, past_length))
+        x, rope = self.embed(input_ids, decoder_positions(input_ids, attention_mask, _past_length(self.decoder, attention_mask, past)))
         hidden, presents = self.decoder(x, rope, attention_mask, past)
         return self.lm_head(hidden), presents
 
@@ -160,8 +186,7 @@ class EncoderDecoderModel(FastAttnModel):
         attention_mask: torch.Tensor | None = None,
         past: list[KV] | None = None,
     ) -> tuple[torch.Tensor, list[KV]]:
-        past_length = past[0][0].shape[2] if past else 0
-        x, rope = self.embed(input_ids, decoder_positions(input_ids, attention_mask, past_length))
+        x, rope = self.embed(input_ids, decoder_positions(input_ids, attention_mask, _past_length(self.decoder, attention_mask, past)))
         hidden, presents = self.decoder(x, rope, attention_mask, past, memory_kv, encoder_attention_mask)
         return self.lm_head(hidden), presents
 

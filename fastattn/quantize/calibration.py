@@ -43,6 +43,7 @@ from onnxruntime.quantization.calibrate import TensorsData, create_calibrator
 
 from fastattn.errors import InputError
 from fastattn.quantize.options import CalibrationMethod
+from fastattn.runtime import dims
 from fastattn.runtime.manifest import Fill, GraphEntry, TensorSpec
 from fastattn.runtime.samples import sample_inputs
 
@@ -161,13 +162,15 @@ def npz_batches(path: str | Path, inputs: Sequence[TensorSpec], batch_size: int 
 
 def sample_batches(graph: GraphEntry, sizes: dict[str, int], n: int, seed: int = 0) -> Iterator[Feeds]:
     """``n`` random feeds from the graph's tensor specs at ``sizes`` (prefill: ``past_sequence`` is 0)."""
-    sizes = {**sizes, **{d: 0 for s in graph.inputs for d in s.dims() if _is_past_dim(d)}}
+    sizes = {**sizes, **{dims.names(d)[0]: 0 for s in graph.inputs for d in s.dims() if _is_past_dim(d)}}
     for i in range(n):
         yield sample_inputs(graph.inputs, sizes, np.random.default_rng(seed + i))
 
 
 def _is_past_dim(dim: str) -> bool:
-    return "+" not in dim and dim.startswith("past")
+    """A cache length: ``past_sequence``, or capped, ``min(past_sequence,K)`` (not ``past+sequence``)."""
+    parts = dims.names(dim)
+    return len(parts) == 1 and parts[0].startswith("past")
 
 
 def _fillable(spec: TensorSpec) -> bool:
@@ -198,12 +201,12 @@ def _complete(batch: Feeds, inputs: Sequence[TensorSpec], source: str) -> Feeds:
                     "save one sample per row",
                 )
             for dim, size in zip(spec.shape, array.shape, strict=True):
-                if isinstance(dim, str) and "+" not in dim:
+                if isinstance(dim, str) and dims.parse(dim) == dims.DimExpr((dim,)):
                     sizes.setdefault(dim, size)
     for spec in inputs:
         for dim in spec.dims():
             if _is_past_dim(dim):
-                sizes.setdefault(dim, 0)
+                sizes.setdefault(dims.names(dim)[0], 0)
     out = dict(batch)
     for spec in inputs:
         if spec.name in out:

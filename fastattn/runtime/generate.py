@@ -15,11 +15,11 @@ What it does, step by step:
 * the KV cache never passes through NumPy: outputs are bound to CPU with ORT's IOBinding
   and the ``present_*`` OrtValues are bound as the next step's ``past_*`` inputs;
 * encoder-decoders encode once; the cross keys/values stay bound for every decode step;
+* windowed layers return only the cache positions later tokens can see (their present
+  is capped, ``min(past_sequence+sequence,K)``), so their cache stops growing; the mask
+  keeps one column per token (8 bytes a token a row) since positions come from it;
 * a row that emits a stop token (not included in its output) or reaches ``max_new_tokens``
   is finished: it keeps being fed ``pad_id`` while others run, but its output stops growing.
-
-Not done yet: sliding-window layers keep their whole cache (a window-sized ring buffer
-needs positions that do not come from the mask length).
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from fastattn.runtime.session import ExportedModel
 
 logger = logging.getLogger(__name__)
+
+_ITEMSIZE = {"tensor(float)": 4, "tensor(float16)": 2, "tensor(bfloat16)": 2}
 
 StepCallback = Callable[[int, list[int | None]], None]
 """Called after each step with its index and the new token of each row (None: the row is finished)."""
@@ -78,6 +80,7 @@ class Generation:
     prefill_seconds: float = 0.0  # encoder (if any) and the first decoder step
     decode_seconds: float = 0.0  # every later step
     steps: int = 0  # decoder runs, the prefill included
+    cache_bytes: int = 0  # the KV cache at the end (self-attention; cross keys/values not included)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -146,6 +149,7 @@ class _Run:
         self.stop, self.pad_id, self.max_new, self.on_step = stop, pad_id, max_new, on_step
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.cache = {p.present: p.past for p in entry.cache}
+        self.cache_bytes = 0
         self.alive: dict[str, np.ndarray] = {}  # arrays bound as inputs: ORT reads them at run time
 
     def bind(self, name: str, array: np.ndarray) -> None:
@@ -183,12 +187,13 @@ class _Run:
             self.binding.bind_output(name, "cpu")
         self.session.run_with_iobinding(self.binding)
         values = self.binding.get_outputs()
-        logits = None
+        logits, self.cache_bytes = None, 0
         for name, value in zip(self.outputs, values, strict=True):
             if name == "logits":
                 logits = value.numpy()[:, -1, :]
             elif name in self.cache:
                 self.binding.bind_ortvalue_input(self.cache[name], value)
+                self.cache_bytes += int(np.prod(value.shape())) * _ITEMSIZE[value.data_type()]
         return logits
 
     def loop(self, ids: np.ndarray, mask: np.ndarray, start: float) -> Generation:
@@ -221,7 +226,7 @@ class _Run:
             ids = np.where(done, self.pad_id, chosen).astype(np.int64)[:, None]
             mask = np.concatenate([mask, np.ones((batch, 1), np.int64)], axis=1)
         end = time.perf_counter()
-        return Generation(tokens, finish, prefill_end - start, end - prefill_end, steps)
+        return Generation(tokens, finish, prefill_end - start, end - prefill_end, steps, self.cache_bytes)
 
 
 def choose(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator) -> np.ndarray:

@@ -17,6 +17,7 @@ from enum import Enum
 from pathlib import Path
 
 from fastattn.errors import InputError
+from fastattn.runtime import dims
 
 MANIFEST_NAME = "fastattn.json"
 FORMAT_VERSION = 1
@@ -56,8 +57,8 @@ class TensorSpec:
         return [d for d in self.shape if isinstance(d, str)]
 
     def concrete_shape(self, sizes: dict[str, int]) -> tuple[int, ...]:
-        """The shape with each named dim replaced by ``sizes[name]``; a dim written ``a+b`` adds sizes."""
-        return tuple(d if isinstance(d, int) else sum(sizes[p] for p in d.split("+")) for d in self.shape)
+        """The shape at the given sizes of the named dims (``a+b`` adds them, ``min(a,K)`` caps; see dims)."""
+        return tuple(dims.size(d, sizes) for d in self.shape)
 
 
 @dataclass(frozen=True)

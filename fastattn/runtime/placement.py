@@ -27,6 +27,7 @@ import onnxruntime as ort
 from fastattn.runtime.manifest import Manifest
 from fastattn.runtime.providers import resolve
 from fastattn.runtime.samples import sample_inputs
+from fastattn.runtime.session import graph_dims
 
 SAMPLE_SIZES = {"batch": 1, "sequence": 8, "past_sequence": 4, "encoder_sequence": 8}
 
@@ -53,7 +54,7 @@ def placement(directory: str | os.PathLike, provider: str, graph: str | None = N
     requested = providers[0] if isinstance(providers[0], str) else providers[0][0]
     results = []
     for entry in entries:
-        sizes = {d: SAMPLE_SIZES.get(d, 8) for spec in entry.inputs for d in spec.dims() if "+" not in d}
+        sizes = {d: SAMPLE_SIZES.get(d, 8) for d in graph_dims(entry)}
         feeds = sample_inputs(entry.inputs, sizes, np.random.default_rng(0))
         with tempfile.TemporaryDirectory() as tmp:
             options = ort.SessionOptions()

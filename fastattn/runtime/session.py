@@ -29,6 +29,7 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from fastattn.errors import InputError, LoadError
+from fastattn.runtime import dims
 from fastattn.runtime import providers as eps
 from fastattn.runtime.generate import Generation, Sampling, StepCallback, generate
 from fastattn.runtime.manifest import GraphEntry, Manifest, TensorSpec
@@ -114,10 +115,10 @@ def _as_array(spec: TensorSpec, value: object, cast: bool) -> np.ndarray:
 
 
 def _bind_sizes(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]) -> dict[str, int]:
-    """Check ranks and fixed dims, bind each named dim to one size, check ``a+b`` dims; the sizes."""
+    """Check ranks and fixed dims, bind each named dim to one size, check ``a+b`` and ``min(a,K)`` dims."""
     sizes: dict[str, int] = {}
     where: dict[str, str] = {}  # dim -> "input 'x' (axis 0)", where its size was first seen
-    sums: list[tuple[TensorSpec, int, list[str]]] = []
+    exprs: list[tuple[TensorSpec, int, str, dims.DimExpr]] = []
     for spec in specs:
         shape = feeds[spec.name].shape
         if len(shape) != len(spec.shape):
@@ -135,8 +136,10 @@ def _bind_sizes(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]) ->
                         f"{_fmt_shape(spec.shape)}: axis {axis} is {size}, not {dim}",
                         f"give axis {axis} size {dim}",
                     )
-            elif "+" in dim:
-                sums.append((spec, axis, [p.strip() for p in dim.split("+")]))
+                continue
+            expr = dims.parse(dim)
+            if len(expr.parts) > 1 or expr.cap is not None:
+                exprs.append((spec, axis, dim, expr))
             elif dim not in sizes:
                 sizes[dim], where[dim] = size, here
             elif sizes[dim] != size:
@@ -144,32 +147,38 @@ def _bind_sizes(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]) ->
                     f"dim {dim!r} is {sizes[dim]} in {where[dim]} but {size} in {here}",
                     f"give every input the same {dim} size",
                 )
-    pending = sums
+    pending = exprs
     while pending:
         unsolved = []
-        for spec, axis, parts in pending:
+        for spec, axis, dim, expr in pending:
             size = feeds[spec.name].shape[axis]
-            unknown = [p for p in parts if p not in sizes]
-            known = sum(sizes[p] for p in parts if p in sizes)
-            expr = "+".join(parts)
-            if not unknown and known != size:
-                values = "+".join(str(sizes[p]) for p in parts)
+            unknown = [p for p in expr.parts if p not in sizes]
+            known = sum(sizes[p] for p in expr.parts if p in sizes)
+            total = "+".join(expr.parts)
+            if expr.cap is not None and size > expr.cap:
                 raise InputError(
-                    f"input {spec.name!r} axis {axis} is {size}, but {expr} is {values} = {known}",
-                    f"make axis {axis} of {spec.name!r} the sum {expr}",
+                    f"input {spec.name!r} axis {axis} is {size}, more than the {expr.cap} of {dim}",
+                    f"keep only the last {expr.cap} positions of {spec.name!r} (the model's present does)",
                 )
-            if len(unknown) == 1:
+            if not unknown and expr.size(sizes) != size:
+                values = "+".join(str(sizes[p]) for p in expr.parts)
+                got = f"{values} = {known}" if expr.cap is None else f"min({values},{expr.cap}) = {expr.size(sizes)}"
+                raise InputError(
+                    f"input {spec.name!r} axis {axis} is {size}, but {dim} is {got}",
+                    f"make axis {axis} of {spec.name!r} {'the sum ' + total if expr.cap is None else dim}",
+                )
+            if len(unknown) == 1 and (expr.cap is None or size < expr.cap):
                 if size < known:
                     raise InputError(
-                        f"input {spec.name!r} axis {axis} is {size}, less than the known part of {expr} "
+                        f"input {spec.name!r} axis {axis} is {size}, less than the known part of {total} "
                         f"({known})",
-                        f"make axis {axis} of {spec.name!r} the sum {expr}",
+                        f"make axis {axis} of {spec.name!r} the sum {total}",
                     )
                 sizes[unknown[0]] = size - known
             elif unknown:
-                unsolved.append((spec, axis, parts))
+                unsolved.append((spec, axis, dim, expr))
         if len(unsolved) == len(pending):
-            break  # two or more unknown parts: nothing more to check
+            break  # unknown parts left: nothing more to check
         pending = unsolved
     return sizes
 
@@ -201,7 +210,7 @@ def graph_dims(entry: GraphEntry) -> list[str]:
     out: list[str] = []
     for spec in entry.inputs:
         for dim in spec.dims():
-            out += [p.strip() for p in dim.split("+") if p.strip() not in out]
+            out += [p for p in dims.names(dim) if p not in out]
     return out
 
 

@@ -44,7 +44,8 @@ def test_onnx_graph_has_named_dynamic_dims(decoder_export):
         i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input
     }
     assert dims["input_ids"] == ["batch", "sequence"]
-    assert dims["past_key_0"] == ["batch", 2, "past_sequence", 8]
+    assert dims["past_key_0"] == ["batch", 2, "min(past_sequence,7)", 8]  # sliding:8 keeps 7 positions
+    assert dims["past_key_1"] == ["batch", 2, "past_sequence", 8]
     out = {
         o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output
     }

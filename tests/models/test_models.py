@@ -65,7 +65,9 @@ def test_decoding_with_cache_equals_one_pass(name):
             logits, past = model(ids[:, t : t + 1], past=past)
             steps.append(logits)
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=2e-5, rtol=1e-4)
-    assert past[0][0].shape == (2, model.config.kv_heads, 24, model.config.head_size)
+    # windowed layers keep their global and last W-1 positions, full layers all 24
+    kept = [min(24, layer.self_attn.spec.cache_limit or 24) for layer in model.decoder.layers]
+    assert [p[0].shape for p in past] == [(2, model.config.kv_heads, n, model.config.head_size) for n in kept]
 
 
 def test_left_padding_gives_the_same_logits_as_no_padding():

@@ -19,6 +19,7 @@ from fastattn.errors import InputError
 from fastattn.exporter.pipeline import ExportOptions, export
 from fastattn.models import LayerAttention, ModelConfig, build, load, save
 from fastattn.models.config import Positions
+from fastattn.models.transformer import Stack
 from fastattn.runtime.generate import choose
 from tests.conftest import TINY_SEQ2SEQ
 
@@ -34,6 +35,10 @@ SLIDING_LEARNED = ModelConfig(
     name="sliding-learned", vocab_size=64, d_model=32, num_heads=4, kv_heads=4, ffn_dim=64, tie_embeddings=False,
     positions=Positions.LEARNED, max_positions=160,
     decoder_layers=(LayerAttention.parse("sliding:16"), LayerAttention()),
+)  # fmt: skip
+ALL_WINDOWED = ModelConfig(
+    name="all-windowed", vocab_size=64, d_model=32, num_heads=4, kv_heads=2, ffn_dim=64, tie_embeddings=False,
+    decoder_layers=(LayerAttention.parse("sliding:8"), LayerAttention.parse("global_local:2:12")),
 )  # fmt: skip
 SEQ2SEQ = replace(TINY_SEQ2SEQ, name="seq2seq-untied", tie_embeddings=False)
 
@@ -55,6 +60,11 @@ def full_gqa(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def all_windowed(tmp_path_factory):
+    return _export(ALL_WINDOWED, tmp_path_factory.mktemp("gen"), seed=7)
+
+
+@pytest.fixture(scope="module")
 def seq2seq(tmp_path_factory):
     return _export(SEQ2SEQ, tmp_path_factory.mktemp("gen"))
 
@@ -66,8 +76,11 @@ def sliding_learned(tmp_path_factory):
 
 @torch.no_grad()
 def torch_greedy(ckpt: Path, prompt: list[int], new: int) -> list[int]:
-    """The reference: a PyTorch greedy loop with the model's own KV cache."""
+    """The reference: a PyTorch greedy loop with the model's own KV cache, kept whole (never trimmed)."""
     model = load(ckpt).eval()
+    for module in model.modules():
+        if isinstance(module, Stack):
+            module.keep_whole_cache = True
     ids = torch.tensor([prompt])
     mask, out = torch.ones_like(ids), []
     if model.config.arch.value == "encoder_decoder":
@@ -93,14 +106,27 @@ def test_greedy_parity_trained_lm_past_the_window(lm):
     # 60 training steps teach this model mostly spaces: its argmax has no near-ties, unlike random weights
 
 
-@pytest.mark.parametrize("name", ["full_gqa", "sliding_learned"])
+@pytest.mark.parametrize("name", ["full_gqa", "sliding_learned", "all_windowed"])
 def test_greedy_parity_random_decoders(name, request):
+    """The export trims windowed caches; the PyTorch reference keeps them whole."""
     ckpt, out = request.getfixturevalue(name)
     prompt = [3, 14, 15, 9, 26, 5, 35, 8, 9, 7, 9, 3, 2, 38, 4, 6, 26, 43, 3, 8]  # 20 + 128 > window 16
-    new = 128 if name == "full_gqa" else 140
+    new = 140 if name == "sliding_learned" else 128
     got = rt.load(out).generate(prompt, new).tokens[0]
     assert got == torch_greedy(ckpt, prompt, new)
     assert len(set(got)) > 5  # varied tokens, not one repeated
+
+
+def test_windowed_caches_stop_growing(all_windowed, sliding_learned):
+    """Past the windows the cache of an all-windowed model has a fixed size; a full layer's grows."""
+    prompt = [3, 14, 15, 9, 26]
+    windowed = rt.load(all_windowed[1])
+    assert windowed.generate(prompt, 40).cache_bytes == windowed.generate(prompt, 120).cache_bytes
+    kv = 2 * 2 * 8 * 4  # key + value, 2 kv heads x 8 floats
+    assert windowed.generate(prompt, 120).cache_bytes == kv * (7 + 13)  # sliding:8 keeps 7, global_local:2:12 13
+    mixed = rt.load(sliding_learned[1])  # sliding:16 + full, 4 kv heads x 8
+    grown = mixed.generate(prompt, 120).cache_bytes - mixed.generate(prompt, 40).cache_bytes
+    assert grown == 2 * 4 * 8 * 4 * 80  # only the full layer grew, by 80 positions
 
 
 def test_greedy_parity_encoder_decoder(seq2seq):

@@ -1,0 +1,53 @@
+"""Named dynamic dims of the manifest, and the two expressions built from them.
+
+    batch                         a name: its size is given (or read from an input)
+    past_sequence+sequence        a sum of names
+    min(past_sequence,255)        a sum of names, capped: the cache of a windowed layer
+
+Everything that reads a shape from a manifest (samples, input checks, apps) goes through
+:func:`size` and :func:`names` rather than parsing the strings itself.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+_CAPPED = re.compile(r"^min\((?P<sum>[^,()]+),(?P<cap>\d+)\)$")
+
+
+@dataclass(frozen=True)
+class DimExpr:
+    parts: tuple[str, ...]  # names added together
+    cap: int | None = None  # the size is at most this
+
+    def size(self, sizes: Mapping[str, int]) -> int:
+        total = sum(sizes[p] for p in self.parts)
+        return total if self.cap is None else min(total, self.cap)
+
+
+def parse(dim: str) -> DimExpr:
+    match = _CAPPED.match(dim.replace(" ", ""))
+    if match:
+        return DimExpr(_parts(match["sum"]), int(match["cap"]))
+    return DimExpr(_parts(dim))
+
+
+def capped(dim: str, cap: int) -> str:
+    """The dim ``dim`` capped at ``cap`` (0: not capped)."""
+    return f"min({dim},{cap})" if cap else dim
+
+
+def size(dim: int | str, sizes: Mapping[str, int]) -> int:
+    """The size of a fixed or named dim, given the size of each name."""
+    return dim if isinstance(dim, int) else parse(dim).size(sizes)
+
+
+def names(dim: int | str) -> tuple[str, ...]:
+    """The names a dim is made of (none for a fixed size)."""
+    return () if isinstance(dim, int) else parse(dim).parts
+
+
+def _parts(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split("+"))
