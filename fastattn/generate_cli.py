@@ -1,7 +1,9 @@
 """``fastattn generate OUT``: generate with an export through the torch-free runtime, streaming as it goes.
 
 Text prompts need the export's ``tokenizer.json`` (models trained by ``fastattn train``);
-other models take ``--prompt-ids``. Registered on the main group by :mod:`fastattn.cli`.
+other models take ``--prompt-ids``. One prompt streams; several (repeat the option) run as
+one batch and print one line per prompt at the end. Registered on the main group by
+:mod:`fastattn.cli`.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import click
 
 @click.command("generate")
 @click.argument("output", type=click.Path(path_type=Path))
-@click.option("--prompt", default=None, help="Prompt text (needs the export's tokenizer.json).")
-@click.option("--prompt-ids", default=None, help="Prompt token ids, e.g. 1,2,3.")
+@click.option("--prompt", "prompts", multiple=True, help="Prompt text (needs the export's tokenizer.json); repeatable.")
+@click.option("--prompt-ids", "prompt_ids", multiple=True, help="Prompt token ids, e.g. 1,2,3; repeatable.")
 @click.option("--max-new-tokens", type=int, default=64, show_default=True)
 @click.option("--temperature", type=float, default=0.0, show_default=True, help="0: greedy.")
 @click.option("--top-k", type=int, default=0, show_default=True, help="Sample from the k most likely (0: all).")
@@ -32,34 +34,57 @@ def generate_command(**options) -> None:
     _handle_errors(_generate)(**options)
 
 
-def _generate(output, prompt, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed, stop_ids, provider,
+def _generate(output, prompts, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed, stop_ids, provider,
               threads, verbose) -> None:  # fmt: skip
     from fastattn.cli import _logging, err
     from fastattn.errors import InputError
     from fastattn.runtime import Sampling, load, load_tokenizer
 
     _logging(verbose)
-    if (prompt is None) == (prompt_ids is None):
-        raise InputError("give one of --prompt or --prompt-ids", "e.g. --prompt 'def main(' or --prompt-ids 1,2,3")
+    if bool(prompts) == bool(prompt_ids):
+        raise InputError("give --prompt or --prompt-ids (not both)", "e.g. --prompt 'def main(' or --prompt-ids 1,2,3")
     sampling = Sampling(temperature, top_k, top_p, seed)
     model = load(output, provider=provider, threads=threads)
-    tokenizer = load_tokenizer(output)
-    if prompt is not None:
+    tokenizer = load_tokenizer(output) if prompts else None
+    if prompts:
         if tokenizer is None:
             raise InputError(f"{output} has no tokenizer.json, so --prompt cannot be encoded",
                              "pass token ids with --prompt-ids 1,2,3")  # fmt: skip
-        ids = tokenizer.encode(prompt)
-        if not ids:
-            raise InputError("--prompt is empty", "pass some text")
+        ids = [tokenizer.encode(text) for text in prompts]
+        if not all(ids):
+            raise InputError("a --prompt is empty", "pass some text")
     else:
-        try:
-            ids = [int(t) for t in prompt_ids.split(",") if t.strip()]
-        except ValueError as e:
-            raise InputError(f"bad --prompt-ids {prompt_ids!r}", "write comma-separated ids, e.g. 1,2,3") from e
+        ids = [_parse_ids(text) for text in prompt_ids]
 
-    if prompt is not None:  # stream text: the prompt, then each token's characters once complete
+    if len(ids) > 1:  # a batch: one line per prompt once all are done
+        result = model.generate(ids, max_new_tokens, sampling, stop_ids)
+        for text, tokens in zip(prompts or prompt_ids, result.tokens, strict=True):
+            sys.stdout.write((text + tokenizer.decode(tokens) if tokenizer else " ".join(map(str, tokens))) + "\n")
+    else:
+        result = _stream(prompts[0] if prompts else None, tokenizer,
+                         lambda on_step: model.generate(ids, max_new_tokens, sampling, stop_ids, on_step))  # fmt: skip
+    counts = ", ".join(f"{len(t)} ({why})" for t, why in zip(result.tokens, result.finish, strict=True))
+    err.print(f"tokens {counts}; prefill {result.prefill_seconds * 1e3:.1f} ms, "
+              f"{result.tokens_per_second:.0f} tokens/s", highlight=False)  # fmt: skip
+
+
+def _parse_ids(text: str) -> list[int]:
+    from fastattn.errors import InputError
+
+    try:
+        ids = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError as e:
+        raise InputError(f"bad --prompt-ids {text!r}", "write comma-separated ids, e.g. 1,2,3") from e
+    if not ids:
+        raise InputError("a --prompt-ids is empty", "write comma-separated ids, e.g. 1,2,3")
+    return ids
+
+
+def _stream(text: str | None, tokenizer, run):
+    """One prompt: write its text (or nothing), then each new token as it comes."""
+    if text is not None:  # stream text: the prompt, then each token's characters once complete
         stream = tokenizer.stream()
-        sys.stdout.write(prompt)
+        sys.stdout.write(text)
 
         def on_step(_step: int, new: list[int | None]) -> None:
             if new[0] is not None:
@@ -72,9 +97,8 @@ def _generate(output, prompt, prompt_ids, max_new_tokens, temperature, top_k, to
                 sys.stdout.write(f"{new[0]} ")
                 sys.stdout.flush()
 
-    result = model.generate(ids, max_new_tokens, sampling, stop_ids, on_step)
-    if prompt is not None:
+    result = run(on_step)
+    if text is not None:
         sys.stdout.write(stream.decode(b"", final=True))
     sys.stdout.write("\n")
-    err.print(f"{len(result.tokens[0])} tokens ({result.finish[0]}); prefill {result.prefill_seconds * 1e3:.1f} ms, "
-              f"{result.tokens_per_second:.0f} tokens/s", highlight=False)  # fmt: skip
+    return result

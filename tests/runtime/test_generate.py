@@ -224,6 +224,19 @@ def test_cli_streams_text_and_ids(lm):
     assert ids == rt.load(out).generate([100, 101, 102], 5, rt.Sampling(0.8, top_p=0.9, seed=0)).tokens[0]
 
 
+def test_cli_batch_of_prompts_prints_a_line_each(full_gqa):
+    _, out = full_gqa
+    prompts = [[3, 14, 15], [9, 26, 5, 35, 8]]
+    run = CliRunner().invoke(main, ["generate", str(out), "--max-new-tokens", "12",
+                                    *(a for p in prompts for a in ("--prompt-ids", ",".join(map(str, p))))])  # fmt: skip
+    assert run.exit_code == 0, run.output
+    assert [[int(t) for t in line.split()] for line in run.stdout.splitlines()] == rt.load(out).generate(
+        prompts, 12
+    ).tokens
+    run = CliRunner().invoke(main, ["generate", str(out), "--prompt-ids", "1,2", "--prompt-ids", ","])
+    assert run.exit_code != 0 and "a --prompt-ids is empty" in run.output
+
+
 def test_cli_errors(full_gqa, tmp_path):
     cases = [
         (["generate", str(full_gqa[1]), "--prompt", "hi"], "has no tokenizer.json", 2),

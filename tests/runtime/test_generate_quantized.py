@@ -8,7 +8,7 @@ whose greedy continuations are varied byte-level Python, and measures agreement 
 * overall: fraction of positions equal to fp32 (after a difference the two continue from different text).
 
 Measured (ORT 1.32, CPU): int8 prefix 0.879 / overall 0.879 (6 of 8 prompts identical); int4 (MatMulNBits,
-block 16; rejected by the export's validation gate, logits cosine 0.964) 0.355 / 0.422 (1 of 8).
+block 16; its gate passed at perplexity +1.25%, teacher-forced agreement 93.6%) 0.355 / 0.422 (1 of 8).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 import fastattn.runtime as rt
-from fastattn.errors import ValidationFailed
 from fastattn.exporter.pipeline import ExportOptions, export
 from fastattn.exporter.quantization import QuantizeStep
 from fastattn.exporter.rework import requantize
@@ -43,13 +42,8 @@ def exports(tmp_path_factory) -> dict[str, Path]:
         ckpt = trained("lm", TRAINED_LM, steps=400, batch=16, seq=64, options=options)
     fp32 = export(ckpt, ExportOptions(root / "fp32")).output
     int8, int4 = QuantizeStep(QuantOptions(Mode.INT8)), QuantizeStep(QuantOptions(Mode.INT4, block_size=16))
-    out = {"fp32": fp32, "int8": requantize(fp32, int8, root / "int8").output}
-    try:
-        out["int4"] = requantize(fp32, int4, root / "int4").output
-    except ValidationFailed:  # int4 drifts past the export's validation tolerance: measure the kept model
-        out["int4"] = root / "int4.rejected"
-        assert (out["int4"] / "fastattn.json").is_file()
-    return out
+    return {"fp32": fp32, "int8": requantize(fp32, int8, root / "int8").output,
+            "int4": requantize(fp32, int4, root / "int4").output}  # fmt: skip
 
 
 def agreement(want: list[int], got: list[int]) -> tuple[float, float]:
