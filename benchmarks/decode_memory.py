@@ -104,18 +104,22 @@ def worker(out: str, new: int) -> dict:
     }
 
 
-def run(quick: bool) -> dict:
+def run(quick: bool, repeat: int) -> dict:
     outs = export_all(quick)
     rows = []
     for kind, out in outs.items():
         for new in QUICK_LENGTHS if quick else LENGTHS:
             cmd = [sys.executable, "-m", "benchmarks.decode_memory", "--worker", str(out), str(new)]
-            line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-            row = {"attention": kind, "model": out.name, **json.loads(line)}
+            runs = [json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+                    for _ in range(repeat)]  # fmt: skip
+            median = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
+            row = {"attention": kind, "model": out.name, **median,
+                   "peak_rise_mb_all": [r["peak_rise_mb"] for r in runs]}  # fmt: skip
             print(json.dumps(row), flush=True)
             rows.append(row)
     layers = len(next(iter(configs(quick).values())).decoder_layers)
-    return {"machine": describe(THREADS), "layers": layers, "window": WINDOW, "prompt": PROMPT, "rows": rows}
+    return {"machine": describe(THREADS), "layers": layers, "window": WINDOW, "prompt": PROMPT, "repeat": repeat,
+            "rows": rows}  # fmt: skip
 
 
 def markdown(result: dict) -> str:
@@ -123,7 +127,8 @@ def markdown(result: dict) -> str:
         "# Long generations: memory and step time per attention kind",
         "",
         f"{result['layers']}-layer d=512 decoders (8/2 heads x 64, rotary), CPU EP, batch 1, {THREADS} threads, greedy, "
-        f"prompt {result['prompt']} tokens; each run in a fresh process after a warm-up generation. "
+        f"prompt {result['prompt']} tokens; each run in a fresh process after a warm-up generation, "
+        f"{result['repeat']} runs per row (medians; the peak rise of every run in brackets). "
         "Peak rise: VmHWM during the generation minus VmRSS before it. Step times: median decode "
         f"step over the first and the last {EDGE} steps.",
         "",
@@ -132,7 +137,8 @@ def markdown(result: dict) -> str:
     ]
     for r in result["rows"]:
         lines.append(
-            f"| {r['attention']} | {r['new_tokens']} | {r['cache_bytes'] / 2**20:.2f} MB | {r['peak_rise_mb']:.1f} MB "
+            f"| {r['attention']} | {r['new_tokens']:.0f} | {r['cache_bytes'] / 2**20:.2f} MB | {r['peak_rise_mb']:.1f} MB "
+            f"({', '.join(f'{x:.1f}' for x in r['peak_rise_mb_all'])}) "
             f"| {r['first_steps_ms']:.3f} ms | {r['last_steps_ms']:.3f} ms | {r['tokens_per_s']:.0f} |"
         )
     m = result["machine"]
@@ -144,12 +150,13 @@ def markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per row (fresh processes)")
     parser.add_argument("--worker", nargs=2, metavar=("OUT", "NEW"))
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker[0], int(args.worker[1]))))
         return
-    result = run(args.quick)
+    result = run(args.quick, args.repeat)
     stem = "decode_memory-quick" if args.quick else "decode_memory"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
