@@ -149,7 +149,9 @@ class _Run:
         self.stop, self.pad_id, self.max_new, self.on_step = stop, pad_id, max_new, on_step
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.cache = {p.present: p.past for p in entry.cache}
-        self.cache_bytes = 0
+        self.presents: list[ort.OrtValue] = []
+        self.vocab = _vocab(entry)
+        self.logits: np.ndarray | None = None  # the decode steps' logits buffer (batch, 1, vocab)
         self.alive: dict[str, np.ndarray] = {}  # arrays bound as inputs: ORT reads them at run time
 
     def bind(self, name: str, array: np.ndarray) -> None:
@@ -179,22 +181,35 @@ class _Run:
         self.bind("encoder_attention_mask", mask)
 
     def step(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """One decoder run; the presents become the next pasts; the last position's logits (batch, vocab)."""
+        """One decoder run; the presents become the next pasts; the last position's logits (batch, vocab).
+
+        Single-token steps write their logits into one buffer, reused every step; ORT
+        allocates the presents (their length changes), which are bound as the next pasts.
+        """
         self.bind("input_ids", ids)
         self.bind("attention_mask", mask)
         self.binding.clear_binding_outputs()
+        decode = ids.shape[1] == 1
+        if decode and (self.logits is None or self.logits.shape[0] != ids.shape[0]):
+            self.logits = np.empty((ids.shape[0], 1, self.vocab), np.float32)
         for name in self.outputs:
-            self.binding.bind_output(name, "cpu")
+            if name == "logits" and decode:
+                self.binding.bind_output(name, "cpu", 0, np.float32, list(self.logits.shape), self.logits.ctypes.data)
+            else:
+                self.binding.bind_output(name, "cpu")
         self.session.run_with_iobinding(self.binding)
-        values = self.binding.get_outputs()
-        logits, self.cache_bytes = None, 0
-        for name, value in zip(self.outputs, values, strict=True):
+        logits, self.presents = None, []
+        for name, value in zip(self.outputs, self.binding.get_outputs(), strict=True):
             if name == "logits":
-                logits = value.numpy()[:, -1, :]
+                logits = self.logits[:, -1, :] if decode else value.numpy()[:, -1, :]
             elif name in self.cache:
                 self.binding.bind_ortvalue_input(self.cache[name], value)
-                self.cache_bytes += int(np.prod(value.shape())) * _ITEMSIZE[value.data_type()]
+                self.presents.append(value)
         return logits
+
+    def cache_bytes(self) -> int:
+        """Bytes of the cache the last step returned."""
+        return sum(int(np.prod(v.shape())) * _ITEMSIZE[v.data_type()] for v in self.presents)
 
     def loop(self, ids: np.ndarray, mask: np.ndarray, start: float) -> Generation:
         batch = ids.shape[0]
@@ -226,7 +241,7 @@ class _Run:
             ids = np.where(done, self.pad_id, chosen).astype(np.int64)[:, None]
             mask = np.concatenate([mask, np.ones((batch, 1), np.int64)], axis=1)
         end = time.perf_counter()
-        return Generation(tokens, finish, prefill_end - start, end - prefill_end, steps, self.cache_bytes)
+        return Generation(tokens, finish, prefill_end - start, end - prefill_end, steps, self.cache_bytes())
 
 
 def choose(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator) -> np.ndarray:
