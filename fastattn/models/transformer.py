@@ -72,8 +72,12 @@ def decoder_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor | No
     S = input_ids.shape[1]
     if attention_mask is None:
         return torch.arange(past_length, past_length + S, device=input_ids.device).expand(input_ids.shape[0], S)
-    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    return positions[:, -S:]
+    # cumsum(mask)[:, -S:] - 1, without a (B, past+S) intermediate: a decode step's work and
+    # memory must not grow with the sequence (ORT's arena grew 20 MB over 8k steps with one)
+    mask = attention_mask.long()
+    new = mask[:, mask.shape[1] - S :]
+    before = mask.sum(-1, keepdim=True) - new.sum(-1, keepdim=True)
+    return (before + new.cumsum(-1) - 1).clamp(min=0)
 
 
 def _past_length(stack: Stack, attention_mask: torch.Tensor | None, past: list[KV] | None) -> int:

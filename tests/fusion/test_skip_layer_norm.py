@@ -9,7 +9,7 @@ MS = "com.microsoft"
 
 @pytest.mark.parametrize(
     ("name", "graph", "count"),
-    [("enc_ln_pre", "model", 4), ("enc_ln_post_learned", "model", 4), ("seq2seq", "decoder", 6)],
+    [("enc_ln_pre", "model", 4), ("enc_ln_post_learned", "model", 4), ("seq2seq", "decoder", 7)],
     ids=["pre-ln", "post-ln", "seq2seq-decoder"],
 )
 def test_fuses_each_residual_add_into_its_norm(name, graph, count):

@@ -6,11 +6,9 @@ L layers, c = 1 when the layers have cross-attention (the seq2seq decoder):
 - norms: L·(2 + c) residual norms, plus the final norm of a pre-LN stack; all of them are
   ``layer_norm`` or ``rms_norm`` by the config's norm;
 - skip norms: every norm whose input is a residual Add. Post-LN: all L·(2 + c). Pre-LN:
-  all but the first, whose input is the token embedding; with learned positions in an
-  encoder stack that input is ``tokens + positions``, an Add like any residual, and fuses
-  too. In a decoder stack the positions come from the mask (``cumsum - 1``, the last S),
-  a slice whose length torch cannot prove to be S, so the skip rule's shape check
-  (both operands (B, S, D)) refuses that Add;
+  all but the first, whose input is the token embedding; with learned positions that
+  input is ``tokens + positions``, an Add like any residual, and fuses too (decoder
+  positions are computed at (B, S) from the mask, so both operands are (B, S, D));
 - ``gelu`` and ``bias_gelu``: one per layer with a GELU FFN; ``fast_gelu``: none (the
   config cannot ask for the tanh approximation);
 - ``rotary``: two per layer with rotary positions (queries and keys of self-attention;
@@ -30,10 +28,10 @@ def expected_counts(config: ModelConfig, graph: str | None = None) -> dict[str, 
     names :func:`fastattn.exporter.model_graphs.model_graphs` gives); other models have
     one graph and take ``None`` or ``"model"``.
     """
-    layers, cross, causal = _stack(config, graph)
+    layers, cross, _ = _stack(config, graph)
     pre = config.norm_position is NormPosition.PRE
     norms = layers * (2 + cross) + (1 if pre and layers else 0)
-    embedding_add = config.positions is Positions.LEARNED and not causal
+    embedding_add = config.positions is Positions.LEARNED
     skip = norms - (1 if pre and layers and not embedding_add else 0)
     rms = config.norm is Norm.RMS
     gelu = layers if config.activation is Activation.GELU else 0
