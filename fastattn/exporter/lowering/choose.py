@@ -93,10 +93,21 @@ def _choose(site: AttentionSite, options: LoweringOptions, opset: int) -> Choice
     return _fastest(timings, rejected, cases)
 
 
+# What a decode switch costs per layer and call beyond the one-node timings: the If, and the
+# decode rule's own mask ops, which ORT cannot share across layers as it shares the main
+# rule's. Measured on a 6-layer d=512 int4 decoder (ORT 1.32 CPU, 2 threads): onnx-attention
+# timed 12.7 us faster than mha at decode alone, yet the switched model decoded 3.6 us per
+# layer slower than mha throughout (1335-1371 vs 1397-1440 tokens/s, alternating processes).
+SWITCH_COST_MS = 0.016
+
+
 def _fastest(timings: dict[str, dict[str, float]], rejected: dict[str, str], cases: Sequence[ShapeCase]) -> Choice:
-    """Per case the fastest rule valid in every case; decode gets its own rule when it differs."""
+    """Per case the fastest rule valid in every case; decode gets its own rule when it differs
+    by more than a switch costs."""
     valid = set.intersection(*(set(t) for t in timings.values())) - set(rejected)
     best = {case: min(valid, key=lambda r: timings[case][r]) for case in timings}
     decode = best.get("decode")
     main = best.get("prefill") or min(valid, key=lambda r: sum(timings[c][r] for c in timings))
+    if decode and decode != main and timings["decode"][main] - timings["decode"][decode] < SWITCH_COST_MS:
+        decode = main
     return Choice(by_name(main), by_name(decode) if decode and decode != main else None, timings, rejected)
