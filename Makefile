@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 DEMO := build/demo
 
-.PHONY: setup demo test clean openvino-env
+.PHONY: setup demo test clean openvino-env genai-env
 
 setup: $(VENV)/.installed
 
@@ -34,4 +34,14 @@ openvino-env: .venv-openvino/.installed
 .venv-openvino/.installed: constraints-openvino.txt
 	test -x .venv-openvino/bin/python || $(PYTHON) -m venv .venv-openvino
 	.venv-openvino/bin/python -m pip --disable-pip-version-check -q install -r constraints-openvino.txt
+	touch $@
+
+# ONNX Runtime GenAI and its model builder (transformers, torch, onnx-ir): the reference of the decoding
+# benchmark (benchmarks/genai.py), in its own environment; not part of `make test` or `make demo`.
+genai-env: .venv-genai/.installed
+
+.venv-genai/.installed: constraints-genai.txt
+	test -x .venv-genai/bin/python || $(PYTHON) -m venv .venv-genai
+	.venv-genai/bin/python -m pip --disable-pip-version-check -q install -c constraints-genai.txt torch==2.13.0
+	.venv-genai/bin/python -m pip --disable-pip-version-check -q install -r constraints-genai.txt
 	touch $@
