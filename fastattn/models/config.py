@@ -108,6 +108,7 @@ class ModelConfig:
     num_labels: int = 0  # encoders: > 0 adds a classification head over the masked mean
     tie_embeddings: bool = True
     norm_eps: float = 1e-5
+    bias: bool = True  # biases in the attention and feed-forward projections (Llama-style models: False)
     name: str = field(default="fastattn", compare=False)
 
     def __post_init__(self) -> None:

@@ -50,10 +50,10 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.spec = spec
         d, hd = cfg.d_model, cfg.head_size
-        self.q_proj = nn.Linear(d, spec.num_heads * hd)
-        self.k_proj = nn.Linear(d, spec.kv_num_heads * hd)
-        self.v_proj = nn.Linear(d, spec.kv_num_heads * hd)
-        self.out_proj = nn.Linear(spec.num_heads * hd, d)
+        self.q_proj = nn.Linear(d, spec.num_heads * hd, bias=cfg.bias)
+        self.k_proj = nn.Linear(d, spec.kv_num_heads * hd, bias=cfg.bias)
+        self.v_proj = nn.Linear(d, spec.kv_num_heads * hd, bias=cfg.bias)
+        self.out_proj = nn.Linear(spec.num_heads * hd, d, bias=cfg.bias)
 
     def forward(
         self, x: torch.Tensor, rope: KV | None, key_mask: torch.Tensor | None, past: KV | None
@@ -72,10 +72,10 @@ class CrossAttention(nn.Module):
         super().__init__()
         self.spec = AttentionSpec(cfg.num_heads, cfg.kv_heads)
         d, hd = cfg.d_model, cfg.head_size
-        self.q_proj = nn.Linear(d, cfg.num_heads * hd)
-        self.k_proj = nn.Linear(d, cfg.kv_heads * hd)
-        self.v_proj = nn.Linear(d, cfg.kv_heads * hd)
-        self.out_proj = nn.Linear(cfg.num_heads * hd, d)
+        self.q_proj = nn.Linear(d, cfg.num_heads * hd, bias=cfg.bias)
+        self.k_proj = nn.Linear(d, cfg.kv_heads * hd, bias=cfg.bias)
+        self.v_proj = nn.Linear(d, cfg.kv_heads * hd, bias=cfg.bias)
+        self.out_proj = nn.Linear(cfg.num_heads * hd, d, bias=cfg.bias)
 
     def project(self, memory: torch.Tensor) -> KV:
         return self.k_proj(memory), self.v_proj(memory)
@@ -90,9 +90,9 @@ class FeedForward(nn.Module):
         super().__init__()
         self.gated = cfg.activation is Activation.SWIGLU
         if self.gated:
-            self.gate_proj = nn.Linear(cfg.d_model, cfg.ffn_dim)
-        self.up_proj = nn.Linear(cfg.d_model, cfg.ffn_dim)
-        self.down_proj = nn.Linear(cfg.ffn_dim, cfg.d_model)
+            self.gate_proj = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=cfg.bias)
+        self.up_proj = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=cfg.bias)
+        self.down_proj = nn.Linear(cfg.ffn_dim, cfg.d_model, bias=cfg.bias)
         self.act = {Activation.GELU: nn.GELU(), Activation.RELU: nn.ReLU(), Activation.SWIGLU: nn.SiLU()}[cfg.activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,8 @@ MODELS = {
     "decoder-gqa-learned-postln": tiny(kv_heads=2, decoder_layers=(SLIDE16, FULL), positions=Positions.LEARNED,
                                        norm_position=NormPosition.POST, activation=Activation.RELU),
     "seq2seq-gqa": tiny(kv_heads=2, encoder_layers=(SLIDE4, FULL), decoder_layers=(FULL, SLIDE4)),
+    "decoder-llama-no-bias": tiny(kv_heads=2, decoder_layers=(FULL, SLIDE16), activation=Activation.SWIGLU,
+                                  norm=Norm.RMS, bias=False, tie_embeddings=False),
 }  # fmt: skip
 
 

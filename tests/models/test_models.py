@@ -134,3 +134,13 @@ def test_build_is_deterministic_per_seed():
     a, b, c = build(cfg, seed=1), build(cfg, seed=1), build(cfg, seed=2)
     assert torch.equal(a.lm_head.weight, b.lm_head.weight)
     assert not torch.equal(a.lm_head.weight, c.lm_head.weight)
+
+
+def test_projections_without_biases():
+    """bias=False (Llama-style): no bias in any attention or feed-forward projection."""
+    with_bias = build(tiny(decoder_layers=(FULL,), activation=Activation.SWIGLU))
+    without = build(tiny(decoder_layers=(FULL,), activation=Activation.SWIGLU, bias=False))
+    biases = sum(p.numel() for n, p in with_bias.named_parameters() if n.endswith(".bias") and "norm" not in n)
+    assert biases == 3 * 32 + 2 * 32 // 4 * 2 + 2 * 64  # q, o (32 each), k, v (16 each), gate, up (64 each), down
+    assert sum(p.numel() for p in with_bias.parameters()) - sum(p.numel() for p in without.parameters()) == biases
+    assert ModelConfig.from_dict(without.config.to_dict()) == without.config

@@ -9,8 +9,8 @@ L layers, c = 1 when the layers have cross-attention (the seq2seq decoder):
   all but the first, whose input is the token embedding; with learned positions that
   input is ``tokens + positions``, an Add like any residual, and fuses too (decoder
   positions are computed at (B, S) from the mask, so both operands are (B, S, D));
-- ``gelu`` and ``bias_gelu``: one per layer with a GELU FFN; ``fast_gelu``: none (the
-  config cannot ask for the tanh approximation);
+- ``gelu`` and ``bias_gelu``: one per layer with a GELU FFN (``bias_gelu`` only with
+  biases); ``fast_gelu``: none (the config cannot ask for the tanh approximation);
 - ``rotary``: two per layer with rotary positions (queries and keys of self-attention;
   cross-attention is not rotated);
 - ``packed_qkv``: one per self-attention layer.
@@ -42,7 +42,7 @@ def expected_counts(config: ModelConfig, graph: str | None = None) -> dict[str, 
         "skip_rms_norm": skip if rms else 0,
         "gelu": gelu,
         "fast_gelu": 0,
-        "bias_gelu": gelu,
+        "bias_gelu": gelu if config.bias else 0,
         "rotary": 2 * layers if config.positions is Positions.ROTARY else 0,
         "packed_qkv": layers,
     }
