@@ -144,12 +144,14 @@ class _Run:
         self.entry = entry
         self.session: ort.InferenceSession = model.graph(entry.name).session
         self.binding = self.session.io_binding()
+        self.c_binding = self.binding._iobinding  # see step()
+        self.cpu = ort.OrtDevice.make("cpu", 0)._get_c_device()
         self.sampling = sampling
         self.rng = np.random.default_rng(sampling.seed)
         self.stop, self.pad_id, self.max_new, self.on_step = stop, pad_id, max_new, on_step
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.cache = {p.present: p.past for p in entry.cache}
-        self.presents: list[ort.OrtValue] = []
+        self.presents: list = []  # the last step's present OrtValues (C objects)
         self.vocab = _vocab(entry)
         self.logits: np.ndarray | None = None  # the decode steps' logits buffer (batch, 1, vocab)
         self.alive: dict[str, np.ndarray] = {}  # arrays bound as inputs: ORT reads them at run time
@@ -185,26 +187,33 @@ class _Run:
 
         Single-token steps write their logits into one buffer, reused every step; ORT
         allocates the presents (their length changes), which are bound as the next pasts.
+        The loop talks to the binding's C object (``_iobinding``): the Python wrapper's
+        checks and per-call device lookups took 0.076 ms of each 0.61 ms int4 step of a
+        6x512 decoder; onnxruntime is pinned, and the tests drive this path.
         """
-        self.bind("input_ids", ids)
-        self.bind("attention_mask", mask)
-        self.binding.clear_binding_outputs()
+        binding = self.c_binding
+        for name, array in (("input_ids", ids), ("attention_mask", mask)):
+            self.alive[name] = array
+            binding.bind_input(name, array)
+        binding.clear_binding_outputs()
         decode = ids.shape[1] == 1
         if decode and (self.logits is None or self.logits.shape[0] != ids.shape[0]):
             self.logits = np.empty((ids.shape[0], 1, self.vocab), np.float32)
+            self.logits_target = (np.float32, list(self.logits.shape), self.logits.ctypes.data)
         for name in self.outputs:
             if name == "logits" and decode:
-                self.binding.bind_output(name, "cpu", 0, np.float32, list(self.logits.shape), self.logits.ctypes.data)
+                binding.bind_output(name, self.cpu, *self.logits_target)
             else:
-                self.binding.bind_output(name, "cpu")
-        self.session.run_with_iobinding(self.binding)
+                binding.bind_output(name, self.cpu)
+        self.session._sess.run_with_iobinding(binding, None)
+        values = binding.get_outputs()
         logits, self.presents = None, []
-        for name, value in zip(self.outputs, self.binding.get_outputs(), strict=True):
+        for i, name in enumerate(self.outputs):
             if name == "logits":
-                logits = self.logits[:, -1, :] if decode else value.numpy()[:, -1, :]
+                logits = self.logits[:, -1, :] if decode else values[i].numpy()[:, -1, :]
             elif name in self.cache:
-                self.binding.bind_ortvalue_input(self.cache[name], value)
-                self.presents.append(value)
+                binding.bind_ortvalue_input(self.cache[name], values[i])
+                self.presents.append(values[i])
         return logits
 
     def cache_bytes(self) -> int:
