@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from fastattn.runtime import dims
 from fastattn.runtime.manifest import Manifest
 
 
@@ -27,7 +28,7 @@ def render(manifest: Manifest, timings: dict[str, float] | None = None, notes: l
         for kind, specs in (("in", g.inputs), ("out", g.outputs)):
             lines += [f"| {kind} | {s.name} | {s.dtype} | ({', '.join(map(str, s.shape))}) |" for s in specs]
         if g.cache:
-            lines += ["", f"Cache: feed `present_*` back as `past_*` ({len(g.cache)} tensors, axis 2 grows)."]
+            lines += ["", _cache_line(g)]
         lines.append("")
     lines += ["## Attention", ""]
     if manifest.attention:
@@ -157,3 +158,16 @@ def _validation(validation: dict | None) -> list[str]:
                 f"{_fmt(o['mean_abs'])} | {o['cosine']:.7f} | {mark} |"
             )
     return lines
+
+
+def _cache_line(graph) -> str:
+    """How an app drives the cache of ``graph``, from its specs: what grows, what is capped."""
+    specs = {s.name: s for s in graph.inputs}
+    caps = sorted({dims.parse(d).cap for p in graph.cache for d in specs[p.past].shape
+                   if isinstance(d, str) and dims.parse(d).cap})  # fmt: skip
+    line = (f"Cache: start from empty pasts (length 0), feed every `present_*` back as its `past_*` "
+            f"({len(graph.cache)} tensors, axis 2) and keep `attention_mask` over every token so far.")
+    if caps:
+        line += (f" Windowed layers keep at most {', '.join(map(str, caps))} positions "
+                 "(`min(past_sequence,K)`): their presents are already trimmed.")
+    return line

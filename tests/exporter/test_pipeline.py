@@ -35,6 +35,7 @@ def test_output_directory_holds_model_manifest_report(decoder_export):
     assert manifest.versions["onnxruntime"] and manifest.opsets[""] >= 20 and manifest.target == "cpu"
     report = (result.output / "report.md").read_text()
     assert "Validation: PASSED" in report and "decoder.layers.0.self_attn" in report
+    assert "Windowed layers keep at most 7 positions" in report  # sliding:8
 
 
 def test_onnx_graph_has_named_dynamic_dims(decoder_export):
