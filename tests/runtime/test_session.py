@@ -363,3 +363,36 @@ def test_runtime_imports_no_torch_or_onnx():
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[2]
     )
     assert result.returncode == 0, result.stderr
+
+
+CAPPED = [
+    TensorSpec("ids", "int64", ("batch", "sequence")),
+    TensorSpec("mask", "int64", ("batch", "past_sequence+sequence")),
+    TensorSpec("past_window", "float32", ("batch", 1, "min(past_sequence,4)", 2)),
+]
+
+
+def _capped(seq: int, total: int, window_past: int) -> dict[str, np.ndarray]:
+    return {"ids": np.zeros((1, seq), np.int64), "mask": np.ones((1, total), np.int64),
+            "past_window": np.zeros((1, 1, window_past, 2), np.float32)}  # fmt: skip
+
+
+@pytest.mark.parametrize(("seq", "total", "window_past"), [(1, 3, 2), (1, 10, 4), (5, 5, 0)])
+def test_capped_dim_is_the_sum_capped(seq, total, window_past):
+    _, sizes = check_inputs(CAPPED, _capped(seq, total, window_past))
+    assert sizes["sequence"] == seq and sizes["batch"] == 1
+    assert sizes["past_sequence"] == total - seq
+
+
+def test_capped_dim_longer_than_its_cap_is_one_line():
+    with pytest.raises(InputError) as e:
+        check_inputs(CAPPED, _capped(1, 10, 5))
+    assert str(e.value) == (
+        "input 'past_window' axis 2 is 5, more than the 4 of min(past_sequence,4). "
+        "Fix: keep only the last 4 positions of 'past_window' (the model's present does)"
+    )
+
+
+def test_capped_dim_must_match_the_mask():
+    with pytest.raises(InputError, match=r"axis 2 is 3, but min\(past_sequence,4\) is min\(5,4\) = 4"):
+        check_inputs(CAPPED, _capped(1, 6, 3))
