@@ -10,7 +10,9 @@ Everything the app needs is in OUT/fastattn.json:
   present back as its past at the next step; an empty cache has length 0. A windowed
   layer's cache dim reads ``min(past_sequence,K)``: its present keeps only the K positions
   later tokens can see, so the app just feeds it back and that cache stops growing;
-* ``session.disabled_optimizers``: ORT optimizers to switch off when building sessions.
+* ``session.disabled_optimizers``: ORT optimizers to switch off when building sessions;
+  ``session.memory_pattern_off``: graphs whose sessions run without memory patterns
+  (windowed decoders: ORT would keep one pattern per step, and memory would grow).
 
 Decoder inputs: ``input_ids`` (batch, sequence), ``attention_mask`` (batch, past+sequence;
 1 = token) over every token so far, the pasts (batch, kv_heads, past_sequence, head_size);
@@ -31,9 +33,11 @@ import onnxruntime as ort
 
 
 def session(directory: Path, manifest: dict, graph: dict) -> ort.InferenceSession:
-    disabled = manifest.get("session", {}).get("disabled_optimizers") or None
-    return ort.InferenceSession(str(directory / graph["file"]), providers=["CPUExecutionProvider"],
-                                disabled_optimizers=disabled)  # fmt: skip
+    settings = manifest.get("session", {})
+    options = ort.SessionOptions()
+    options.enable_mem_pattern = graph["name"] not in settings.get("memory_pattern_off", [])
+    return ort.InferenceSession(str(directory / graph["file"]), options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=settings.get("disabled_optimizers") or None)  # fmt: skip
 
 
 def empty_cache(graph: dict, batch: int) -> dict[str, np.ndarray]:

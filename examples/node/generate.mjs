@@ -13,7 +13,9 @@
 //                   Past shapes are (batch, kv_heads, past_sequence, head_size); a windowed layer's
 //                   length reads min(past_sequence,K): its present keeps only the K positions later
 //                   tokens can see, so feeding it back keeps that cache from growing;
-//   session         {"disabled_optimizers": [...]}: ORT optimizers to switch off when building sessions.
+//   session         {"disabled_optimizers": [...]}: ORT optimizers to switch off when building sessions;
+//                   {"memory_pattern_off": [graph names]}: sessions to build with enableMemPattern false
+//                   (windowed decoders: ORT would keep one memory pattern per step and grow).
 // Decoder inputs: input_ids (batch, sequence) int64, attention_mask (batch, past+sequence) int64
 // over every token so far (1 = token; positions come from the mask), then the pasts. Encoder-decoders: the encoder returns
 // cross_key_i / cross_value_i once; the decoder takes them at every step with encoder_attention_mask
@@ -65,6 +67,7 @@ function parseArgs(argv) {
 async function session(dir, manifest, graph, threads) {
   const options = { executionProviders: ["cpu"], graphOptimizationLevel: "all" };
   if (threads > 0) options.intraOpNumThreads = threads;
+  if ((manifest.session?.memory_pattern_off ?? []).includes(graph.name)) options.enableMemPattern = false;
   const disabled = manifest.session?.disabled_optimizers ?? [];
   if (disabled.length) {
     // onnxruntime-node has no `disabledOptimizers` option, but its `extra` entries become session

@@ -47,7 +47,7 @@ from fastattn.exporter.validate import (
     validate,
 )
 from fastattn.runtime import load as load_exported
-from fastattn.runtime.manifest import AttentionLayer, Manifest, TensorSpec
+from fastattn.runtime.manifest import AttentionLayer, GraphEntry, Manifest, TensorSpec, bounded_cache
 
 if TYPE_CHECKING:
     from fastattn.exporter.quantization import QuantizeStep
@@ -133,7 +133,7 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
             fusions=fusions,
             precision=options.precision.value,
             config=prepared.config,
-            session=session_settings(options.target),
+            session=session_settings(options.target, [g.entry() for g in prepared.graphs]),
             versions=versions(),
         )
         manifest.save(staging.path)
@@ -203,11 +203,23 @@ def run_validation(
     return validate(prepared.graphs, candidates, cases, precision, tolerance)
 
 
-def session_settings(target: Target) -> dict:
-    disabled = target.disabled_optimizers
-    if not disabled:
-        return {}
-    return {"disabled_optimizers": list(disabled), "why": SKIP_LAYER_NORM_FUSION}
+MEMORY_PATTERN = (
+    "ONNX Runtime plans a memory pattern per input shape and keeps it; a decoder's shapes change "
+    "every step, so a windowed decoder, whose caches stop growing, would still grow by one pattern "
+    "a step (a 4-layer global+local decoder: +20 MB RSS over 8k steps with them, 0 without). "
+    "Full-attention caches grow anyway, and decode ~5% faster with them."
+)
+
+
+def session_settings(target: Target, graphs: list[GraphEntry]) -> dict:
+    """How sessions of this export should be built: disabled optimizers, memory patterns off."""
+    settings: dict = {}
+    if target.disabled_optimizers:
+        settings.update(disabled_optimizers=list(target.disabled_optimizers), why=SKIP_LAYER_NORM_FUSION)
+    bounded = [g.name for g in graphs if bounded_cache(g)]
+    if bounded:
+        settings.update(memory_pattern_off=bounded, memory_pattern_why=MEMORY_PATTERN)
+    return settings
 
 
 def placement_summary(directory: Path, target: Target) -> dict:

@@ -64,7 +64,7 @@ def reoptimize(
                 stale.unlink()
             save_model(model, staging.path, entry.file)
         manifest.target, manifest.fusions = target.value, fusions
-        manifest.session = session_settings(target)
+        manifest.session = session_settings(target, manifest.graphs)
         manifest.opsets = dict(model.opset_imports)
         step("validating against the portable graphs")
         result = _validate_against(directory, staging.path, manifest, Precision(manifest.precision), threads)

@@ -98,6 +98,14 @@ class GraphEntry:
         )
 
 
+def bounded_cache(entry: GraphEntry) -> bool:
+    """A cached graph whose every cache input is capped (``min(past_sequence,K)``): windowed layers only."""
+    specs = {s.name: s for s in entry.inputs}
+    return bool(entry.cache) and all(
+        any(isinstance(d, str) and dims.parse(d).cap for d in specs[p.past].shape) for p in entry.cache
+    )
+
+
 @dataclass
 class AttentionLayer:
     """One ``fastattn::Attention`` node as exported, and the kernel it was lowered to."""
@@ -131,7 +139,8 @@ class Manifest:
     precision: str = "fp32"
     quantization: dict | None = None  # what was quantized, the accuracy figures and the gate
     # How sessions should be built for this export (the runtime applies it), e.g.
-    # {"disabled_optimizers": ["SkipLayerNormFusion"], "why": "..."}
+    # {"disabled_optimizers": ["SkipLayerNormFusion"], "why": "...",
+    #  "memory_pattern_off": ["model"], "memory_pattern_why": "..."}
     session: dict = field(default_factory=dict)
     config: dict | None = None  # the fastattn model config, when the model is fastattn's own
     validation: dict | None = None

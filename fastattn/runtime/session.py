@@ -54,12 +54,9 @@ class SessionConfig:
     threads: int | None = None  # intra-op threads; None lets ORT choose (one per physical core)
     optimization: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     disabled_optimizers: tuple[str, ...] = ()  # ORT graph optimizers to skip (the manifest's ``session``)
-    # ORT's memory patterns are planned per input shape and kept, so a decoder, whose shapes
-    # change every step, gains one per step: a 4-layer global+local decoder's RSS grew 20 MB
-    # over 8k steps with them, 0 without, at ~5% of int4 decode speed (6x512, 1291 vs 1350
-    # tokens/s). None: off for decoders whose every cache is bounded (windowed layers), whose
-    # memory must stay flat; on otherwise.
-    memory_pattern: bool | None = None
+    # Graphs whose sessions run without ORT's memory patterns (the manifest's ``session``):
+    # decoders with bounded caches, whose memory must stay flat (see exporter.pipeline)
+    memory_pattern_off: tuple[str, ...] = ()
 
     def session_options(self, providers: Sequence[eps.ProviderEntry]) -> ort.SessionOptions:
         """ORT session options for this config and these providers."""
@@ -211,12 +208,6 @@ def check_inputs(
     return feeds, _bind_sizes(specs, feeds)
 
 
-def _bounded_cache(entry: GraphEntry) -> bool:
-    """Every cache input of the graph has a capped length (``min(past_sequence,K)``)."""
-    specs = {s.name: s for s in entry.inputs}
-    return all(any(isinstance(d, str) and dims.parse(d).cap for d in specs[p.past].shape) for p in entry.cache)
-
-
 def graph_dims(entry: GraphEntry) -> list[str]:
     """The named dynamic dims of a graph's inputs, in order of first appearance (``a+b`` gives a and b)."""
     out: list[str] = []
@@ -257,10 +248,8 @@ class GraphSession:
         if not self.path.is_file():
             raise InputError(f"{self.path} is missing (graph {entry.name!r})", "re-export the model")
         options = config.session_options(providers)
-        if config.memory_pattern is None and entry.cache and _bounded_cache(entry):
+        if entry.name in config.memory_pattern_off:
             options.enable_mem_pattern = False
-        elif config.memory_pattern is not None:
-            options.enable_mem_pattern = config.memory_pattern
         try:
             self.session = ort.InferenceSession(
                 str(self.path), options, providers=list(providers),
@@ -345,7 +334,8 @@ class ExportedModel:
         """Read the manifest, resolve the providers (``"cuda"``, ``"cuda,cpu"`` or a list); no session yet."""
         manifest = Manifest.load(directory)
         names = [p for p in provider.split(",") if p.strip()] if isinstance(provider, str) else provider
-        config = SessionConfig(threads, optimization, tuple(manifest.session.get("disabled_optimizers", ())))
+        config = SessionConfig(threads, optimization, tuple(manifest.session.get("disabled_optimizers", ())),
+                               tuple(manifest.session.get("memory_pattern_off", ())))  # fmt: skip
         config.session_options([])  # reject a bad thread count now, not at the first run
         return cls(directory, manifest, eps.resolve(names, available), config)
 

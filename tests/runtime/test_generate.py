@@ -127,7 +127,10 @@ def test_windowed_caches_stop_growing(all_windowed, sliding_learned):
     mixed = rt.load(sliding_learned[1])  # sliding:16 + full, 4 kv heads x 8
     grown = mixed.generate(prompt, 120).cache_bytes - mixed.generate(prompt, 40).cache_bytes
     assert grown == 2 * 4 * 8 * 4 * 80  # only the full layer grew, by 80 positions
-    # ORT's per-shape memory patterns would grow a bounded-cache decoder's memory every step
+    # ORT's per-shape memory patterns would grow a bounded-cache decoder's memory every step:
+    # the manifest says to turn them off (apps read it), and the runtime does
+    assert windowed.manifest.session["memory_pattern_off"] == ["model"]
+    assert "memory_pattern_off" not in mixed.manifest.session
     assert windowed.graph().session.get_session_options().enable_mem_pattern is False
     assert mixed.graph().session.get_session_options().enable_mem_pattern is True
 
