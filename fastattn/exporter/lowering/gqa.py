@@ -7,8 +7,10 @@ Hkv-headed. The mapping, each part verified against the function body on ORT 1.3
 * ``window = W`` is ``local_window_size = W``: W keys including the query's own, tested
   with sequences and caches longer than the window, W = 1 included. (Older ORT CPU kernels
   softmaxed over W + 1 keys: the convention is bound to the ORT version.)
-* ``seqlens_k`` is ``P + T - 1`` per row and ``total_sequence_length`` is ``P + T``: every
-  cache slot is a token. An empty past (P = 0) is a first prompt and works.
+* ``seqlens_k`` is ``P + T - 1`` per row and ``total_sequence_length`` is ``P + T`` (the
+  key mask's width when there is a mask): every cache slot is a token. An empty past
+  (P = 0) is a first prompt and works. With the total from the mask, the same node also
+  runs on one max-length buffer bound as both past and present (ORT's shared buffer).
 * padding: GQA knows only a per-row valid length. Right-padded rows of a prefill (no
   cached tokens) are exact with ``seqlens_k`` = valid count - 1, padded queries included.
   After cached tokens GQA writes the new key at the row's valid length instead of slot P
@@ -55,9 +57,14 @@ class GroupQueryAttention(LoweringRule):
     def rewrite(self, site: AttentionSite, b: Builder) -> tuple[ir.Value, ir.Value, ir.Value]:
         import_contrib_domain(site)
         spec = site.spec
-        total = length(b, site.key, 1)  # (1,) int64: T, plus P below
-        if site.past_key is not None:
-            total = b.Add(total, length(b, site.past_key, 2))
+        # (1,) int64: P + T, the mask's width when there is one (equal under the op's contract,
+        # and still right when the past is a longer buffer shared with the present)
+        if site.key_mask is not None:
+            total = length(b, site.key_mask, 1)
+        else:
+            total = length(b, site.key, 1)
+            if site.past_key is not None:
+                total = b.Add(total, length(b, site.past_key, 2))
         if site.key_mask is None:  # every row holds P + T tokens
             seqlens = b.Cast(b.Expand(b.Sub(total, b.ints(1)), length(b, site.query, 0)), to=INT32)
         else:  # the guard admits only right-padded rows: the count of valid keys is the length
