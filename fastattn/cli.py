@@ -88,14 +88,17 @@ def _parse_input_specs(_ctx, _param, values: tuple[str, ...]):
               help="A shape to time lowering candidates at, e.g. prefill=1x2048, decode=1x1+2048 (repeatable).")
 @click.option("--lowering", "only", default=None, help="Use this lowering rule wherever it applies (no measurement).")
 @click.option("--allow-fusion-shortfall", is_flag=True, help="Accept fewer fusions than the model should get.")
+@click.option("--kv-buffer", is_flag=True,
+              help="Decoders on CPU: GroupQueryAttention with rotary inside and one shared past/present buffer "
+                   "(GenAI's decode path); rows must be unpadded, sequences at most max_positions long.")
 @quantize_options()
 @click.option("--threads", type=int, default=None, help="ONNX Runtime threads used for validation.")
 @click.option("-f", "--force", is_flag=True, help="Replace a non-empty output directory.")
 @verbose_option
 @_handle_errors
 def export_command(
-    model, output, inputs, allow_pickle, opset, target, profile, only, allow_fusion_shortfall, threads, force, verbose,
-    **quantize,
+    model, output, inputs, allow_pickle, opset, target, profile, only, allow_fusion_shortfall, kv_buffer, threads,
+    force, verbose, **quantize,
 ) -> None:  # fmt: skip
     """Export MODEL (model.pt: fastattn checkpoint, TorchScript, .pt2 or pickled module) to ONNX, validated."""
     from fastattn.exporter.capture import DEFAULT_OPSET
@@ -106,7 +109,7 @@ def export_command(
     options = ExportOptions(
         output, inputs, allow_pickle, opset or DEFAULT_OPSET, force=force, threads=threads, target=Target(target),
         profile=profile, only=only, allow_fusion_shortfall=allow_fusion_shortfall,
-        quantize=quantize_step(target, **quantize),
+        quantize=quantize_step(target, **quantize), kv_buffer=kv_buffer,
     )  # fmt: skip
     with err.status("exporting") as status:
         result = export(model, options, progress=lambda message: status.update(message))

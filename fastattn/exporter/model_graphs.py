@@ -24,7 +24,7 @@ from torch import nn
 from fastattn.exporter.graphs import GraphDef
 from fastattn.models.config import Arch, ModelConfig, Positions
 from fastattn.models.layers import KV
-from fastattn.models.transformer import FastAttnModel
+from fastattn.models.transformer import FastAttnModel, Stack
 from fastattn.runtime.dims import capped
 from fastattn.runtime.manifest import CachePair, Fill, TensorSpec
 
@@ -88,17 +88,22 @@ class _Seq2SeqDecoder(nn.Module):
         return (logits, *_flat(presents))
 
 
-def model_graphs(model: FastAttnModel) -> list[GraphDef]:
-    """The graphs to export for a fastattn model."""
+def model_graphs(model: FastAttnModel, whole_cache: bool = False) -> list[GraphDef]:
+    """The graphs to export for a fastattn model; ``whole_cache``: windowed layers keep every
+    cache position too (the ``--kv-buffer`` path, whose cache is one buffer of fixed length)."""
     cfg = model.config
     model = model.eval()
+    if whole_cache:
+        for module in model.modules():
+            if isinstance(module, Stack):
+                module.keep_whole_cache = True
     if cfg.arch is Arch.ENCODER:
         outputs = [TensorSpec("last_hidden_state", "float32", ("batch", "sequence", cfg.d_model))]
         if cfg.num_labels:
             outputs.append(TensorSpec("logits", "float32", ("batch", cfg.num_labels)))
         return [GraphDef("model", _Encoder(model), _prompt(cfg, "sequence"), outputs)]
     if cfg.arch is Arch.DECODER:
-        return [_decoder_graph("model", _Decoder(model), cfg, [])]
+        return [_decoder_graph("model", _Decoder(model), cfg, [], whole_cache)]
     kv = cfg.kv_heads * cfg.head_size
     layers = range(len(cfg.decoder_layers))
     cross = [TensorSpec(f"cross_{kind}_{i}", "float32", ("batch", "encoder_sequence", kv)) for i in layers
@@ -110,7 +115,7 @@ def model_graphs(model: FastAttnModel) -> list[GraphDef]:
         [TensorSpec("encoder_hidden_states", "float32", ("batch", "encoder_sequence", cfg.d_model)), *cross],
     )
     extra = [TensorSpec("encoder_attention_mask", "int64", ("batch", "encoder_sequence"), Fill.MASK), *cross]
-    return [encoder, _decoder_graph("decoder", _Seq2SeqDecoder(model), cfg, extra)]
+    return [encoder, _decoder_graph("decoder", _Seq2SeqDecoder(model), cfg, extra, whole_cache)]
 
 
 def _prompt(cfg: ModelConfig, seq: str) -> list[TensorSpec]:
@@ -120,8 +125,10 @@ def _prompt(cfg: ModelConfig, seq: str) -> list[TensorSpec]:
     ]
 
 
-def _decoder_graph(name: str, module: nn.Module, cfg: ModelConfig, extra: list[TensorSpec]) -> GraphDef:
-    limits = [layer.spec(cfg.num_heads, cfg.kv_heads, causal=True).cache_limit for layer in cfg.decoder_layers]
+def _decoder_graph(name: str, module: nn.Module, cfg: ModelConfig, extra: list[TensorSpec],
+                   whole_cache: bool) -> GraphDef:  # fmt: skip
+    limits = [0 if whole_cache else layer.spec(cfg.num_heads, cfg.kv_heads, causal=True).cache_limit
+              for layer in cfg.decoder_layers]  # fmt: skip
     cache = lambda prefix, length: [  # noqa: E731
         TensorSpec(f"{prefix}_{kind}_{i}", "float32", ("batch", cfg.kv_heads, capped(length, limit), cfg.head_size))
         for i, limit in enumerate(limits) for kind in ("key", "value")

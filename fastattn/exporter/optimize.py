@@ -16,6 +16,7 @@ from onnx_ir.passes.common import InlinePass, RemoveUnusedFunctionsPass, RemoveU
 
 from fastattn.exporter.lowering.apply import Choice, lower
 from fastattn.exporter.lowering.choose import LoweringOptions, plan
+from fastattn.exporter.lowering.gqa_rotary import fold_rotary
 from fastattn.exporter.lowering.target import Target
 from fastattn.runtime.manifest import AttentionLayer
 
@@ -65,4 +66,7 @@ def optimize(
                   allow_shortfall=allow_shortfall, rules=rules)  # fmt: skip
     result.fusions = dict(report.counts)
     result.fusion_notes = list(report.notes)
+    fast = options.fast_decode
+    if fast is not None:
+        result.fusions["gqa_rotary"] = fold_rotary(model, fast.rope_theta, fast.head_size, fast.max_positions)
     return result

@@ -15,6 +15,7 @@ from fastattn.exporter.input_spec import foreign_graph
 from fastattn.exporter.load import LoadedModel, ModelFormat, load_model
 from fastattn.exporter.model_graphs import DIMS, max_length, model_graphs, windows
 from fastattn.models import checkpoint
+from fastattn.models.config import Arch
 from fastattn.runtime.manifest import TensorSpec
 
 
@@ -33,8 +34,11 @@ class Prepared:
     tokenizer: dict | None = None  # the tokenizer a trained checkpoint carries
 
 
-def prepare(path: Path, inputs: tuple[TensorSpec, ...], allow_pickle: bool) -> Prepared:
+def prepare(path: Path, inputs: tuple[TensorSpec, ...], allow_pickle: bool, kv_buffer: bool = False) -> Prepared:
     loaded = load_model(path, allow_pickle=allow_pickle)
+    if kv_buffer and loaded.format is not ModelFormat.FASTATTN:
+        raise InputError(f"--kv-buffer needs a fastattn checkpoint; {path.name} is {loaded.format.value}",
+                         "export without --kv-buffer")  # fmt: skip
     if loaded.format is ModelFormat.FASTATTN:
         if inputs:
             raise InputError(
@@ -43,7 +47,10 @@ def prepare(path: Path, inputs: tuple[TensorSpec, ...], allow_pickle: bool) -> P
             )
         model = checkpoint.from_payload(loaded.checkpoint, str(path))
         cfg = model.config
-        graphs = model_graphs(model)
+        if kv_buffer and cfg.arch is not Arch.DECODER:
+            raise InputError(f"--kv-buffer is for decoder-only models; {path.name} is an {cfg.arch.value}",
+                             "export without --kv-buffer")  # fmt: skip
+        graphs = model_graphs(model, whole_cache=kv_buffer)
         return Prepared(
             graphs=graphs,
             arch=cfg.arch.value,

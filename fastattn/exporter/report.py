@@ -19,6 +19,10 @@ def render(manifest: Manifest, timings: dict[str, float] | None = None, notes: l
     if manifest.session.get("disabled_optimizers"):
         lines.append(f"- sessions: ONNX Runtime optimizers {', '.join(manifest.session['disabled_optimizers'])} "
                      f"are turned off (the runtime does it; other apps should too): {manifest.session['why']}")
+    if manifest.kv_buffer:
+        kv = manifest.kv_buffer
+        lines.append(f"- decode path: **--kv-buffer**, rows must be {kv['rows']}, sequences at most "
+                     f"{kv['max_length']} tokens: {kv['why']}")  # fmt: skip
     if timings:
         lines.append("- time: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     lines += [f"- {note}" for note in notes or []]

@@ -15,6 +15,10 @@ What it does, step by step:
 * the KV cache never passes through NumPy: outputs are bound to CPU with ORT's IOBinding
   and the ``present_*`` OrtValues are bound as the next step's ``past_*`` inputs;
 * encoder-decoders encode once; the cross keys/values stay bound for every decode step;
+* exports made with ``--kv-buffer`` (unguarded GroupQueryAttention) get one buffer of
+  prompt + max_new_tokens positions per cache, bound as both past and present: each step
+  writes its keys in place, nothing is copied or allocated (ORT's shared past/present
+  buffer); their prompts must have one length (unpadded rows);
 * windowed layers return only the cache positions later tokens can see (their present
   is capped, ``min(past_sequence+sequence,K)``), so their cache stops growing; the mask
   keeps one column per token (8 bytes a token a row) since positions come from it;
@@ -121,11 +125,17 @@ def generate(
             raise InputError(f"prompt {row} has token ids outside [0, {vocab})", "pass ids of this model's vocabulary")
     _check_length(model, prompts, max_new_tokens, arch)
 
+    buffer = model.manifest.kv_buffer
+    if buffer is not None:
+        _check_buffer(prompts, max_new_tokens, int(buffer["max_length"]))
     run = _Run(model, dec_entry, sampling, set(stop_ids), pad_id, max_new_tokens, on_step)
     start = time.perf_counter()
     if arch == "decoder":
         ids, mask = _pad(prompts, pad_id, left=True)
-        run.bind_empty_cache(len(prompts))
+        if buffer is not None:
+            run.bind_buffers(len(prompts), ids.shape[1] + max_new_tokens)
+        else:
+            run.bind_empty_cache(len(prompts))
     else:
         enc_ids, enc_mask = _pad(prompts, pad_id, left=False)
         run.encode(enc_ids, enc_mask)
@@ -151,7 +161,8 @@ class _Run:
         self.stop, self.pad_id, self.max_new, self.on_step = stop, pad_id, max_new, on_step
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.cache = {p.present: p.past for p in entry.cache}
-        self.presents: list = []  # the last step's present OrtValues (C objects)
+        self.presents: list = []  # the last step's present OrtValues (C objects), or the shared buffers
+        self.shared = False  # past and present are one buffer per cache (see bind_buffers)
         self.vocab = _vocab(entry)
         self.logits: np.ndarray | None = None  # the decode steps' logits buffer (batch, 1, vocab)
         self.alive: dict[str, np.ndarray] = {}  # arrays bound as inputs: ORT reads them at run time
@@ -165,6 +176,22 @@ class _Run:
             spec = next(s for s in self.entry.inputs if s.name == pair.past)
             empty = np.zeros(spec.concrete_shape({"batch": batch, "past_sequence": 0}), spec.dtype)
             self.bind(pair.past, empty)
+
+    def bind_buffers(self, batch: int, length: int) -> None:
+        """The --kv-buffer path: one zeroed buffer of ``length`` positions per cache, bound as both
+        its past and its present, so GroupQueryAttention writes each step's keys in place
+        (ORT's shared past/present buffer); the logits output is bound first, and again each step."""
+        self.shared = True
+        self.c_binding.bind_output("logits", self.cpu)
+        specs = {s.name: s for s in self.entry.inputs}
+        for pair in self.entry.cache:
+            spec = specs[pair.past]
+            array = np.zeros((batch, spec.shape[1], length, spec.shape[3]), spec.dtype)
+            value = ort.OrtValue.ortvalue_from_numpy(array)
+            self.alive[pair.past] = (array, value)
+            self.c_binding.bind_ortvalue_input(pair.past, value._ortvalue)
+            self.c_binding.bind_ortvalue_output(pair.present, value._ortvalue)
+            self.presents.append(value._ortvalue)
 
     def encode(self, ids: np.ndarray, mask: np.ndarray) -> None:
         """Run the encoder once and bind its cross keys/values (and mask) to the decoder for every step."""
@@ -195,11 +222,18 @@ class _Run:
         for name, array in (("input_ids", ids), ("attention_mask", mask)):
             self.alive[name] = array
             binding.bind_input(name, array)
-        binding.clear_binding_outputs()
         decode = ids.shape[1] == 1
         if decode and (self.logits is None or self.logits.shape[0] != ids.shape[0]):
             self.logits = np.empty((ids.shape[0], 1, self.vocab), np.float32)
             self.logits_target = (np.float32, list(self.logits.shape), self.logits.ctypes.data)
+        if self.shared:  # the presents stay bound to their buffers; only the logits are bound anew
+            if decode:
+                binding.bind_output("logits", self.cpu, *self.logits_target)
+            else:
+                binding.bind_output("logits", self.cpu)
+            self.session._sess.run_with_iobinding(binding, None)
+            return self.logits[:, -1, :] if decode else binding.get_outputs()[0].numpy()[:, -1, :]
+        binding.clear_binding_outputs()
         for name in self.outputs:
             if name == "logits" and decode:
                 binding.bind_output(name, self.cpu, *self.logits_target)
@@ -308,6 +342,21 @@ def _pad(prompts: list[list[int]], pad_id: int, left: bool) -> tuple[np.ndarray,
 def _vocab(entry: GraphEntry) -> int:
     logits: TensorSpec = next(s for s in entry.outputs if s.name == "logits")
     return int(logits.shape[-1])
+
+
+def _check_buffer(prompts: list[list[int]], max_new: int, max_length: int) -> None:
+    """The --kv-buffer path takes unpadded rows (prompts of one length) up to ``max_length`` tokens."""
+    lengths = sorted({len(p) for p in prompts})
+    if len(lengths) > 1:
+        raise InputError(
+            f"this export (--kv-buffer) takes unpadded rows, but the prompts have lengths {lengths}",
+            "generate prompts of different lengths separately, or export without --kv-buffer",
+        )
+    if lengths[0] + max_new > max_length:
+        raise InputError(
+            f"prompt of {lengths[0]} tokens + {max_new} new tokens is longer than this export's {max_length} positions",
+            f"pass at most {max(max_length - lengths[0], 0)} new tokens, or export with a larger max_positions",
+        )
 
 
 def _check_length(model, prompts: list[list[int]], max_new: int, arch: str) -> None:

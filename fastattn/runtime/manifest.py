@@ -143,6 +143,9 @@ class Manifest:
     #  "memory_pattern_off": ["model"], "memory_pattern_why": "..."}
     session: dict = field(default_factory=dict)
     config: dict | None = None  # the fastattn model config, when the model is fastattn's own
+    # The --kv-buffer decode path: {"max_length": N, "rows": "unpadded", "why": ...}; rows must be
+    # unpadded and sequences at most N long; past and present may be one buffer (see runtime.generate)
+    kv_buffer: dict | None = None
     validation: dict | None = None
     versions: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION

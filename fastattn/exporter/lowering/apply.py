@@ -14,6 +14,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import NameFixPass, RemoveUnusedFunctionsPass, RemoveUnusedOpsetsPass
 
 from fastattn.exporter.lowering.base import AttentionSite, Builder, LoweringRule
+from fastattn.exporter.lowering.graph_ops import take_over
 from fastattn.exporter.lowering.portable import PORTABLE
 
 
@@ -25,6 +26,8 @@ class Choice:
     decode_rule: LoweringRule | None = None
     timings: dict[str, dict[str, float]] = field(default_factory=dict)  # case -> rule -> ms
     rejected: dict[str, str] = field(default_factory=dict)  # rule -> reason
+    # False: the rule runs without its runtime guard (the export promises inputs it is exact for)
+    guarded: bool = True
 
     @property
     def label(self) -> str:
@@ -48,7 +51,7 @@ def lower(model: ir.Model, plan: dict[str, Choice], sites: dict[str, AttentionSi
         graph.insert_before(site.node, b.nodes)
         for old, new in zip(site.node.outputs, outputs):
             if new is not None:
-                _take_over(old, new)
+                take_over(old, new)
         graph.remove(site.node, safe=True)
     needed = max((r.min_opset for c in plan.values() for r in (c.rule, c.decode_rule) if r), default=0)
     if needed > model.opset_imports.get("", 0):
@@ -61,17 +64,10 @@ def lower(model: ir.Model, plan: dict[str, Choice], sites: dict[str, AttentionSi
     return counts
 
 
-def _take_over(old: ir.Value, new: ir.Value) -> None:
-    """``new`` replaces ``old`` everywhere; a graph output keeps its name, type and shape."""
-    if old.is_graph_output():
-        name, shape, type_ = old.name, old.shape, old.type
-        old.name = None
-        new.name, new.shape, new.type = name, shape, new.type or type_
-    old.replace_all_uses_with(new, replace_graph_outputs=True)
-
-
 def _emit_choice(choice: Choice, site: AttentionSite, b: Builder) -> list[ir.Value | None]:
     decode = choice.decode_rule
+    if not choice.guarded:
+        return _outputs(site, choice.rule.rewrite(site, b))
     if decode is None or decode.name == choice.rule.name:
         return _emit_guarded(choice.rule, site, b)
     seq = b.Shape(site.query, start=1, end=2)

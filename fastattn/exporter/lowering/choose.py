@@ -15,10 +15,11 @@ from dataclasses import dataclass
 
 import onnx_ir as ir
 
-from fastattn.errors import ProviderError
+from fastattn.errors import ExportError, ProviderError
 from fastattn.exporter.capture import module_path
 from fastattn.exporter.lowering.apply import Choice
 from fastattn.exporter.lowering.base import AttentionSite, LoweringRule
+from fastattn.exporter.lowering.gqa import GQA
 from fastattn.exporter.lowering.measure import ShapeCase, measure, profile_for
 from fastattn.exporter.lowering.portable import PORTABLE
 from fastattn.exporter.lowering.registry import by_name, candidates, rules
@@ -29,12 +30,22 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class FastDecode:
+    """The ``--kv-buffer`` decode path: unguarded GQA everywhere, rotary folded into it."""
+
+    rope_theta: float
+    head_size: int
+    max_positions: int  # rows of GQA's cos/sin tables: the longest sequence the export takes
+
+
+@dataclass(frozen=True)
 class LoweringOptions:
     target: Target = Target.CPU
     profile: tuple[ShapeCase, ...] = ()  # empty: defaults per kind of node (see measure.profile_for)
     only: str | None = None  # force this rule wherever it applies (tests, --lowering)
     repeats: int = 10
     threads: int | None = None
+    fast_decode: FastDecode | None = None
 
 
 def find_sites(model: ir.Model) -> dict[str, AttentionSite]:
@@ -57,6 +68,12 @@ def plan(model: ir.Model, options: LoweringOptions) -> tuple[dict[str, Choice], 
 
 
 def _choose(site: AttentionSite, options: LoweringOptions, opset: int) -> Choice:
+    if options.fast_decode is not None:
+        match = GQA.check(site)
+        if not match:
+            raise ExportError(f"--kv-buffer lowers every attention to GroupQueryAttention, but {site.layer}: "
+                              f"{match.reason}", "export without --kv-buffer")  # fmt: skip
+        return Choice(GQA, guarded=False)
     applicable: list[LoweringRule] = []
     rejected: dict[str, str] = {}
     pool = candidates(options.target)

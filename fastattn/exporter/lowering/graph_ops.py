@@ -132,3 +132,12 @@ def same_dim(x: ir.Value, y: ir.Value, axis: int) -> bool:
     if isinstance(a, int) or isinstance(c, int):
         return a == c
     return a.value is not None and a.value == c.value
+
+
+def take_over(old: ir.Value, new: ir.Value) -> None:
+    """``new`` replaces ``old`` everywhere; a graph output keeps its name, type and shape."""
+    if old.is_graph_output():
+        name, shape, type_ = old.name, old.shape, old.type
+        old.name = None
+        new.name, new.shape, new.type = name, shape, new.type or type_
+    old.replace_all_uses_with(new, replace_graph_outputs=True)
