@@ -37,8 +37,9 @@ CAVEATS = (
         "knowledge, not what it costs a trained one; random logits have near-ties that flip easily."
     ),
     (
-        "- GenAI shares one KV buffer of max_length for past and present (`past_present_share_buffer`); fastattn's "
-        "graph returns a new present cache (past + 1) at every step."
+        "- GenAI shares one KV buffer of max_length for past and present (`past_present_share_buffer`), and so do "
+        "the `kv` rows (`--kv-buffer`, unpadded rows only); the other fastattn rows return a new present cache "
+        "(past + 1) at every step, the path that takes left-padded batches."
     ),
 )
 
