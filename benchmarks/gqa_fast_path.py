@@ -1,9 +1,10 @@
-"""How far GenAI's decode path would take fastattn: a measurement on a transformed export, not a feature.
+"""The measurement behind ``--kv-buffer``: GenAI's decode path rebuilt step by step from a fastattn export.
 
 ONNX Runtime GenAI decodes the 6x512 Llama shape of benchmarks/genai.py in 0.49 ms/token
 (int4) where fastattn's runtime takes ~0.63: under one loop the two graphs are equally fast
 (genai_graphs.md), so the difference is how GenAI drives its graph. This script rebuilds that
-path from a fastattn export and times it in fastattn's kind of Python loop:
+path from a fastattn export, one step at a time, and times each in one Python loop (the
+export mode ``--kv-buffer`` now builds the last row's graph itself; genai.md times it):
 
 1. export the same checkpoint with every attention lowered to ``GroupQueryAttention`` (``only="gqa"``);
 2. drop GQA's padding guard: each ``If(guard, GQA, portable)`` becomes its GQA branch (so only
@@ -260,7 +261,7 @@ def run() -> dict:
 
 def markdown(result: dict) -> str:
     lines = [
-        "# GenAI's decode path rebuilt from a fastattn export (a measurement, not a feature)",
+        "# GenAI's decode path rebuilt from a fastattn export, step by step (what --kv-buffer builds)",
         "",
         f"6x512 Llama shape of genai.md, batch 1, {THREADS} threads, prompt {result['prompt']} + {result['new']} greedy "
         f"tokens, one Python IOBinding loop for every row; median decode step per round, {result['rounds']} "

@@ -32,7 +32,7 @@ from fastattn.errors import InputError, LoadError
 from fastattn.runtime import dims
 from fastattn.runtime import providers as eps
 from fastattn.runtime.generate import Generation, Sampling, StepCallback, generate
-from fastattn.runtime.manifest import GraphEntry, Manifest, TensorSpec
+from fastattn.runtime.manifest import Fill, GraphEntry, Manifest, TensorSpec
 from fastattn.runtime.samples import sample_inputs
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ class SessionConfig:
     # Graphs whose sessions run without ORT's memory patterns (the manifest's ``session``):
     # decoders with bounded caches, whose memory must stay flat (see exporter.pipeline)
     memory_pattern_off: tuple[str, ...] = ()
+    # The manifest's kv_buffer: the graphs' attention is exact for unpadded rows only
+    unpadded_rows: bool = False
 
     def session_options(self, providers: Sequence[eps.ProviderEntry]) -> ort.SessionOptions:
         """ORT session options for this config and these providers."""
@@ -244,6 +246,7 @@ class GraphSession:
     ):
         self.entry = entry
         self.path = Path(path)
+        self.unpadded_rows = config.unpadded_rows
         self.requested = eps.ort_names(providers)
         if not self.path.is_file():
             raise InputError(f"{self.path} is missing (graph {entry.name!r})", "re-export the model")
@@ -298,6 +301,13 @@ class GraphSession:
     def run(self, inputs: Mapping[str, object], cast: bool = False) -> dict[str, np.ndarray]:
         """Check the inputs, run the graph, return its outputs by name."""
         feeds = self.check(inputs, cast)
+        if self.unpadded_rows:
+            for spec in self.entry.inputs:
+                if spec.fill is Fill.MASK and not feeds[spec.name].all():
+                    raise InputError(
+                        f"input {spec.name!r} has padding, but this export (--kv-buffer) takes unpadded rows only",
+                        "run rows of one length without padding, or export without --kv-buffer",
+                    )
         names = [o.name for o in self.session.get_outputs()]
         return dict(zip(names, self.session.run(names, feeds), strict=True))
 
@@ -335,7 +345,7 @@ class ExportedModel:
         manifest = Manifest.load(directory)
         names = [p for p in provider.split(",") if p.strip()] if isinstance(provider, str) else provider
         config = SessionConfig(threads, optimization, tuple(manifest.session.get("disabled_optimizers", ())),
-                               tuple(manifest.session.get("memory_pattern_off", ())))  # fmt: skip
+                               tuple(manifest.session.get("memory_pattern_off", ())), manifest.kv_buffer is not None)  # fmt: skip
         config.session_options([])  # reject a bad thread count now, not at the first run
         return cls(directory, manifest, eps.resolve(names, available), config)
 

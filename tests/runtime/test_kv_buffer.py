@@ -73,6 +73,10 @@ def test_padded_rows_and_too_long_sequences_are_refused(buffered):
         model.generate([[1, 2, 3], [1, 2, 3, 4, 5]], 4)
     with pytest.raises(InputError, match="longer than this export's 512 positions"):
         model.generate(PROMPT, 500)
+    feeds = model.sample(sizes={"batch": 2, "sequence": 6, "past_sequence": 0})
+    feeds["attention_mask"][1, :2] = 0
+    with pytest.raises(InputError, match=r"'attention_mask' has padding, but this export \(--kv-buffer\)"):
+        model.run(feeds)
 
 
 def test_app_that_knows_nothing_of_fastattn_runs_it_unshared(buffered):
