@@ -38,7 +38,7 @@ CAVEATS = (
     ),
     (
         "- GenAI shares one KV buffer of max_length for past and present (`past_present_share_buffer`), and so do "
-        "the `kv` rows (`--kv-buffer`, unpadded rows only); the other fastattn rows return a new present cache "
+        "the `kv` rows (`--kv-buffer`: batches right-padded, GQA's convention); the other fastattn rows return a new present cache "
         "(past + 1) at every step, the path that takes left-padded batches."
     ),
 )

@@ -18,7 +18,7 @@ What it does, step by step:
 * exports made with ``--kv-buffer`` (unguarded GroupQueryAttention) get one buffer of
   prompt + max_new_tokens positions per cache, bound as both past and present: each step
   writes its keys in place, nothing is copied or allocated (ORT's shared past/present
-  buffer); their prompts must have one length (unpadded rows);
+  buffer); prompts of different lengths are right-padded there (GQA's convention);
 * windowed layers return only the cache positions later tokens can see (their present
   is capped, ``min(past_sequence+sequence,K)``), so their cache stops growing; the mask
   keeps one column per token (8 bytes a token a row) since positions come from it;
@@ -131,9 +131,11 @@ def generate(
     run = _Run(model, dec_entry, sampling, set(stop_ids), pad_id, max_new_tokens, on_step)
     start = time.perf_counter()
     if arch == "decoder":
-        ids, mask = _pad(prompts, pad_id, left=True)
+        # the shared buffer follows GQA's convention: rows right-padded, each row's new tokens
+        # written at its own length (seqlens from the mask); the prompt's logits are read per row
+        ids, mask = _pad(prompts, pad_id, left=buffer is None)
         if buffer is not None:
-            run.bind_buffers(len(prompts), ids.shape[1] + max_new_tokens)
+            run.bind_buffers(len(prompts), ids.shape[1] + max_new_tokens, [len(p) - 1 for p in prompts])
         else:
             run.bind_empty_cache(len(prompts))
     else:
@@ -163,6 +165,7 @@ class _Run:
         self.cache = {p.present: p.past for p in entry.cache}
         self.presents: list = []  # the last step's present OrtValues (C objects), or the shared buffers
         self.shared = False  # past and present are one buffer per cache (see bind_buffers)
+        self.prompt_last: np.ndarray | None = None
         self.vocab = _vocab(entry)
         self.logits: np.ndarray | None = None  # the decode steps' logits buffer (batch, 1, vocab)
         self.alive: dict[str, np.ndarray] = {}  # arrays bound as inputs: ORT reads them at run time
@@ -177,11 +180,13 @@ class _Run:
             empty = np.zeros(spec.concrete_shape({"batch": batch, "past_sequence": 0}), spec.dtype)
             self.bind(pair.past, empty)
 
-    def bind_buffers(self, batch: int, length: int) -> None:
+    def bind_buffers(self, batch: int, length: int, last: list[int]) -> None:
         """The --kv-buffer path: one zeroed buffer of ``length`` positions per cache, bound as both
         its past and its present, so GroupQueryAttention writes each step's keys in place
-        (ORT's shared past/present buffer); the logits output is bound first, and again each step."""
+        (ORT's shared past/present buffer); the logits output is bound first, and again each step.
+        ``last``: each right-padded prompt's last position, where its first logits are."""
         self.shared = True
+        self.prompt_last = np.array(last)
         self.c_binding.bind_output("logits", self.cpu)
         specs = {s.name: s for s in self.entry.inputs}
         for pair in self.entry.cache:
@@ -232,7 +237,9 @@ class _Run:
             else:
                 binding.bind_output("logits", self.cpu)
             self.session._sess.run_with_iobinding(binding, None)
-            return self.logits[:, -1, :] if decode else binding.get_outputs()[0].numpy()[:, -1, :]
+            if decode:
+                return self.logits[:, -1, :]
+            return binding.get_outputs()[0].numpy()[np.arange(ids.shape[0]), self.prompt_last, :]
         binding.clear_binding_outputs()
         for name in self.outputs:
             if name == "logits" and decode:
@@ -345,17 +352,12 @@ def _vocab(entry: GraphEntry) -> int:
 
 
 def _check_buffer(prompts: list[list[int]], max_new: int, max_length: int) -> None:
-    """The --kv-buffer path takes unpadded rows (prompts of one length) up to ``max_length`` tokens."""
-    lengths = sorted({len(p) for p in prompts})
-    if len(lengths) > 1:
+    """The --kv-buffer path holds at most ``max_length`` tokens per row (its rotary tables)."""
+    longest = max(len(p) for p in prompts)
+    if longest + max_new > max_length:
         raise InputError(
-            f"this export (--kv-buffer) takes unpadded rows, but the prompts have lengths {lengths}",
-            "generate prompts of different lengths separately, or export without --kv-buffer",
-        )
-    if lengths[0] + max_new > max_length:
-        raise InputError(
-            f"prompt of {lengths[0]} tokens + {max_new} new tokens is longer than this export's {max_length} positions",
-            f"pass at most {max(max_length - lengths[0], 0)} new tokens, or export with a larger max_positions",
+            f"prompt of {longest} tokens + {max_new} new tokens is longer than this export's {max_length} positions",
+            f"pass at most {max(max_length - longest, 0)} new tokens, or export with a larger max_positions",
         )
 
 

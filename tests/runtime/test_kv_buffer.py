@@ -67,10 +67,18 @@ def test_rows_of_one_length_match_each_row_alone(buffered):
     assert batch.tokens == [model.generate(p, 40).tokens[0] for p in prompts]
 
 
-def test_padded_rows_and_too_long_sequences_are_refused(buffered):
+def test_prompts_of_different_lengths_are_right_padded_and_match_each_alone(buffered):
+    """The runtime right-pads for the shared buffer: each row's keys go to its own length."""
+    ckpt, out = buffered
+    model = rt.load(out)
+    prompts = [PROMPT, PROMPT[:7], PROMPT[5:17]]
+    batch = model.generate(prompts, 48)
+    assert batch.tokens == [model.generate(p, 48).tokens[0] for p in prompts]
+    assert batch.tokens[1] == torch_greedy(ckpt, PROMPT[:7], 48)
+
+
+def test_padded_masks_in_run_and_too_long_sequences_are_refused(buffered):
     model = rt.load(buffered[1])
-    with pytest.raises(InputError, match=r"takes unpadded rows, but the prompts have lengths \[3, 5\]"):
-        model.generate([[1, 2, 3], [1, 2, 3, 4, 5]], 4)
     with pytest.raises(InputError, match="longer than this export's 512 positions"):
         model.generate(PROMPT, 500)
     feeds = model.sample(sizes={"batch": 2, "sequence": 6, "past_sequence": 0})
