@@ -14,13 +14,13 @@ genai.md is the loop and the shared buffer, not the graph.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from benchmarks.genai_worker import prompts
+from benchmarks.gqa_fast_path import Decoder
 from benchmarks.machine import describe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,64 +35,28 @@ MODELS = {
 }
 
 
-class Graph:
-    """A decoder ONNX graph and its cache pairs (present -> past), from either library's directory."""
-
-    def __init__(self, directory: Path):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = THREADS
-        manifest = directory / "fastattn.json"
-        disabled = None
-        if manifest.is_file():
-            data = json.loads(manifest.read_text())
-            disabled = data.get("session", {}).get("disabled_optimizers") or None
-            self.pairs = {c["present"]: c["past"] for c in data["graphs"][0]["cache"]}
-        else:  # GenAI: present.i.key -> past_key_values.i.key
-            self.pairs = None
-        self.session = ort.InferenceSession(str(directory / "model.onnx"), options,
-                                            providers=["CPUExecutionProvider"], disabled_optimizers=disabled)  # fmt: skip
-        self.outputs = [o.name for o in self.session.get_outputs()]
-        if self.pairs is None:
-            self.pairs = {o: "past_key_values." + o.removeprefix("present.") for o in self.outputs if o != "logits"}
-        self.pasts = {i.name: i.shape for i in self.session.get_inputs() if i.name in self.pairs.values()}
-
-    def generate(self, prompt: list[int], new: int) -> tuple[list[int], list[float]]:
-        """Greedy tokens and the seconds of each decode step (the prompt's step left out)."""
-        binding = self.session.io_binding()
-        for name, shape in self.pasts.items():
-            binding.bind_cpu_input(name, np.zeros((1, shape[1], 0, 64), np.float32))
-        ids, mask = np.array([prompt], np.int64), np.ones((1, len(prompt)), np.int64)
-        tokens, steps = [], []
-        for _ in range(new):
-            start = time.perf_counter()
-            binding.bind_cpu_input("input_ids", ids)
-            binding.bind_cpu_input("attention_mask", mask)
-            binding.clear_binding_outputs()
-            for name in self.outputs:
-                binding.bind_output(name, "cpu")
-            self.session.run_with_iobinding(binding)
-            for name, value in zip(self.outputs, binding.get_outputs(), strict=True):
-                if name == "logits":
-                    token = int(value.numpy()[0, -1].argmax())
-                else:
-                    binding.bind_ortvalue_input(self.pairs[name], value)
-            steps.append(time.perf_counter() - start)
-            tokens.append(token)
-            ids, mask = np.array([[token]], np.int64), np.ones((1, mask.shape[1] + 1), np.int64)
-        return tokens, steps[1:]
+def decoder(directory: Path) -> Decoder:
+    """The decoder graph of either library's directory: a fastattn manifest, or GenAI's cache names."""
+    manifest = directory / "fastattn.json"
+    if manifest.is_file():
+        return Decoder.of_export(directory / "model.onnx", json.loads(manifest.read_text()))
+    outputs = [o.name for o in ort.InferenceSession(str(directory / "model.onnx")).get_outputs()]
+    config = json.loads((directory / "genai_config.json").read_text())["model"]
+    return Decoder(directory / "model.onnx",  # GenAI: present.i.key -> past_key_values.i.key
+                   {o: "past_key_values." + o.removeprefix("present.") for o in outputs if o != "logits"},
+                   head_size=config["decoder"]["head_size"])  # fmt: skip
 
 
 def run() -> dict:
-    graphs = {name: Graph(path) for name, path in MODELS.items()}
+    graphs = {name: decoder(path) for name, path in MODELS.items()}
     prompt = prompts(1, PROMPT, 32000)[0]
     steps: dict[str, list[float]] = {name: [] for name in graphs}
     for name, graph in graphs.items():
-        graph.generate(prompt, 8)  # warm-up
+        graph.generate(prompt, 8, shared=False)  # warm-up
     for round_ in range(ROUNDS):
         order = list(graphs) if round_ % 2 == 0 else list(reversed(graphs))
         for name in order:
-            _, times = graphs[name].generate(prompt, NEW)
-            steps[name].append(float(np.median(times)) * 1e3)
+            steps[name].append(graphs[name].generate(prompt, NEW, shared=False)[1])
     rows = [{"model": name, "decode_ms": float(np.median(v)), "rounds_ms": v} for name, v in steps.items()]
     return {"machine": describe(THREADS), "prompt": PROMPT, "new": NEW, "rounds": ROUNDS, "rows": rows}
 

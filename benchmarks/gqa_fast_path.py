@@ -153,20 +153,28 @@ def transformed(export: Path, fold: bool) -> Path:
 class Decoder:
     """One graph's session, decoding greedily with the cache bound as the next past or one shared buffer."""
 
-    def __init__(self, path: Path, manifest: dict):
+    def __init__(self, path: Path, pairs: dict[str, str], disabled_optimizers: list[str] | None = None,
+                 head_size: int | None = None):  # fmt: skip
+        """``pairs``: present output -> past input; ``head_size`` where the cache's last dim is symbolic."""
         options = ort.SessionOptions()
         options.intra_op_num_threads = THREADS
-        disabled = manifest.get("session", {}).get("disabled_optimizers") or None
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
-                                            disabled_optimizers=disabled)  # fmt: skip
+                                            disabled_optimizers=disabled_optimizers)  # fmt: skip
         self.outputs = [o.name for o in self.session.get_outputs()]
-        self.pairs = {c["present"]: c["past"] for c in manifest["graphs"][0]["cache"]}
-        self.cache_shape = next(i.shape for i in self.session.get_inputs() if i.name in self.pairs.values())
+        self.pairs = pairs
+        shape = next(i.shape for i in self.session.get_inputs() if i.name in self.pairs.values())
+        self.heads, self.head_size = shape[1], head_size or shape[3]
+
+    @classmethod
+    def of_export(cls, path: Path, manifest: dict) -> Decoder:
+        """A graph file with a fastattn manifest's cache pairs and session settings."""
+        pairs = {c["present"]: c["past"] for c in manifest["graphs"][0]["cache"]}
+        return cls(path, pairs, manifest.get("session", {}).get("disabled_optimizers") or None)
 
     def generate(self, prompt: list[int], new: int, shared: bool) -> tuple[list[int], float]:
         """Greedy tokens and the median decode step in ms."""
         binding = self.session.io_binding()
-        heads, head = self.cache_shape[1], self.cache_shape[3]
+        heads, head = self.heads, self.head_size
         if shared:
             binding.bind_output("logits", "cpu")
             for present, past in self.pairs.items():
@@ -238,7 +246,7 @@ def run() -> dict:
             "GQA + rotary folded, plain": (transformed(gqa, True), manifest, False),
             "GQA + rotary folded, shared buffer": (transformed(gqa, True), manifest, True),
         }
-        decoders = {name: Decoder(path, m) for name, (path, m, _) in graphs.items()}
+        decoders = {name: Decoder.of_export(path, m) for name, (path, m, _) in graphs.items()}
         times: dict[str, list[float]] = {name: [] for name in graphs}
         tokens = {}
         for name, decoder in decoders.items():

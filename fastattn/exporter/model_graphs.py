@@ -24,7 +24,7 @@ from torch import nn
 from fastattn.exporter.graphs import GraphDef
 from fastattn.models.config import Arch, ModelConfig, Positions
 from fastattn.models.layers import KV
-from fastattn.models.transformer import FastAttnModel, Stack
+from fastattn.models.transformer import FastAttnModel
 from fastattn.runtime.dims import capped
 from fastattn.runtime.manifest import CachePair, Fill, TensorSpec
 
@@ -94,9 +94,7 @@ def model_graphs(model: FastAttnModel, whole_cache: bool = False) -> list[GraphD
     cfg = model.config
     model = model.eval()
     if whole_cache:
-        for module in model.modules():
-            if isinstance(module, Stack):
-                module.keep_whole_cache = True
+        model.keep_whole_caches()
     if cfg.arch is Arch.ENCODER:
         outputs = [TensorSpec("last_hidden_state", "float32", ("batch", "sequence", cfg.d_model))]
         if cfg.num_labels:

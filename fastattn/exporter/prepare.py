@@ -58,7 +58,7 @@ def prepare(path: Path, inputs: tuple[TensorSpec, ...], allow_pickle: bool, kv_b
             config=cfg.to_dict(),
             dims=dict(DIMS),
             longest_window=max(windows(cfg), default=0),
-            max_length=max_length(cfg),
+            max_length=cfg.max_positions if kv_buffer else max_length(cfg),  # kv-buffer: its rotary tables
             expected_fusions={g.name: expected_counts(cfg, g.name) for g in graphs},
             eval_set=_eval_set(loaded.checkpoint, path),
             tokenizer=loaded.checkpoint.get("tokenizer"),

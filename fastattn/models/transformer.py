@@ -110,6 +110,13 @@ class FastAttnModel(nn.Module):
         cls = {Arch.ENCODER: EncoderModel, Arch.DECODER: DecoderModel, Arch.ENCODER_DECODER: EncoderDecoderModel}
         return cls[cfg.arch](cfg)
 
+    def keep_whole_caches(self, whole: bool = True) -> FastAttnModel:
+        """Windowed layers keep every cache position (a reference, or a fixed-length cache buffer)."""
+        for module in self.modules():
+            if isinstance(module, Stack):
+                module.keep_whole_cache = whole
+        return self
+
     def _lm_head(self, tokens: nn.Embedding) -> nn.Linear:
         head = nn.Linear(self.config.d_model, self.config.vocab_size, bias=False)
         if self.config.tie_embeddings:

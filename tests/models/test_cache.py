@@ -7,7 +7,6 @@ import torch
 
 from fastattn.models import LayerAttention, ModelConfig, build
 from fastattn.models.config import Positions
-from fastattn.models.transformer import Stack
 
 SLIDING, GLOBAL, FULL = (LayerAttention.parse(t) for t in ("sliding:4", "global_local:2:5", "full"))
 CONFIGS = {
@@ -19,11 +18,7 @@ CONFIGS = {
 
 def _model(name: str, whole: bool):
     base = dict(vocab_size=40, d_model=32, num_heads=4, kv_heads=2, ffn_dim=48, max_positions=96)
-    model = build(ModelConfig(**{**base, **CONFIGS[name]}), seed=3)
-    for module in model.modules():
-        if isinstance(module, Stack):
-            module.keep_whole_cache = whole
-    return model
+    return build(ModelConfig(**{**base, **CONFIGS[name]}), seed=3).keep_whole_caches(whole)
 
 
 def _run(model, ids: torch.Tensor, mask: torch.Tensor, chunks: list[int]):

@@ -19,7 +19,6 @@ from fastattn.errors import InputError
 from fastattn.exporter.pipeline import ExportOptions, export
 from fastattn.models import LayerAttention, ModelConfig, build, load, save
 from fastattn.models.config import Positions
-from fastattn.models.transformer import Stack
 from fastattn.runtime.generate import choose
 from tests.conftest import TINY_SEQ2SEQ
 
@@ -77,10 +76,7 @@ def sliding_learned(tmp_path_factory):
 @torch.no_grad()
 def torch_greedy(ckpt: Path, prompt: list[int], new: int) -> list[int]:
     """The reference: a PyTorch greedy loop with the model's own KV cache, kept whole (never trimmed)."""
-    model = load(ckpt).eval()
-    for module in model.modules():
-        if isinstance(module, Stack):
-            module.keep_whole_cache = True
+    model = load(ckpt).eval().keep_whole_caches()
     ids = torch.tensor([prompt])
     mask, out = torch.ones_like(ids), []
     if model.config.arch.value == "encoder_decoder":

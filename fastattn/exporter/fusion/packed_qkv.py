@@ -29,6 +29,7 @@ import onnx_ir as ir
 from onnxscript.rewriter.pattern import MatchResult
 
 from fastattn.exporter.fusion.base import FusionRule, graphs
+from fastattn.exporter.lowering.graph_ops import add_initializer
 
 TAG = "fastattn.fusion"
 
@@ -144,11 +145,11 @@ class PackedQkv(FusionRule):
         weights = np.concatenate([p.weight for p in projections], axis=1)
         widths = np.array([p.weight.shape[1] for p in projections], dtype=np.int64)
 
-        weight = self._initializer(graph, f"{stem}_weight", weights)
+        weight = add_initializer(graph, f"{stem}_weight", weights)
         nodes = [ir.node("MatMul", [x, weight], name=f"{stem}_MatMul", metadata_props=_packed_scopes(first))]
         nodes[0].outputs[0].name = f"{stem}_matmul"
         if with_bias:
-            bias = self._initializer(graph, f"{stem}_bias", np.concatenate([p.bias for p in projections]))
+            bias = add_initializer(graph, f"{stem}_bias", np.concatenate([p.bias for p in projections]))
             nodes.append(ir.node("Add", [nodes[-1].outputs[0], bias], name=f"{stem}_Add"))
             nodes[-1].outputs[0].name = f"{stem}_packed"
         packed = nodes[-1].outputs[0]
@@ -169,15 +170,6 @@ class PackedQkv(FusionRule):
             if value.is_initializer() and not value.uses() and not value.is_graph_output():
                 graph.initializers.pop(value.name, None)
 
-    @staticmethod
-    def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-        while name in graph.initializers:
-            name += "_"
-        dtype = ir.TensorType(ir.DataType.from_numpy(array.dtype))
-        value = ir.Value(name=name, shape=ir.Shape(array.shape), type=dtype)
-        value.const_value = ir.tensor(array, name=name)
-        graph.register_initializer(value)
-        return value
 
     def is_fused(self, node: ir.Node) -> bool:
         return node.metadata_props.get(TAG) == self.name

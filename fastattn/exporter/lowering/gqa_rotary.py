@@ -20,7 +20,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from fastattn.exporter.lowering.base import MS
-from fastattn.exporter.lowering.graph_ops import take_over
+from fastattn.exporter.lowering.graph_ops import add_initializer, take_over
 
 
 def rotary_tables(theta: float, head_size: int, positions: int) -> tuple[np.ndarray, np.ndarray]:
@@ -46,7 +46,7 @@ def fold_rotary(model: ir.Model, theta: float, head_size: int, positions: int) -
             continue
         split, rotary = match
         if tables is None:
-            tables = [_initializer(graph, name, array)
+            tables = [add_initializer(graph, name, array)
                       for name, array in zip(("gqa_cos_cache", "gqa_sin_cache"), rotary_tables(theta, head_size, positions))]  # fmt: skip
         interleaved = rotary.attributes.get("interleaved")
         attributes = [a for a in node.attributes.values() if a.name not in ("do_rotary", "rotary_interleaved")]
@@ -80,10 +80,3 @@ def _match(node: ir.Node) -> tuple[ir.Node, ir.Node] | None:
     if any(len(p.inputs) < 4 or p.inputs[1:] != producers[0].inputs[1:] for p in producers):
         return None
     return split, producers[0]
-
-
-def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.FLOAT))
-    value.const_value = ir.tensor(array, name=name)
-    graph.register_initializer(value)
-    return value

@@ -141,3 +141,14 @@ def take_over(old: ir.Value, new: ir.Value) -> None:
         old.name = None
         new.name, new.shape, new.type = name, shape, new.type or type_
     old.replace_all_uses_with(new, replace_graph_outputs=True)
+
+
+def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    """A new initializer holding ``array``, named ``name`` (suffixed with ``_`` until unique)."""
+    while name in graph.initializers:
+        name += "_"
+    dtype = ir.TensorType(ir.DataType.from_numpy(array.dtype))
+    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=dtype)
+    value.const_value = ir.tensor(array, name=name)
+    graph.register_initializer(value)
+    return value
