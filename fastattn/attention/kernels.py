@@ -7,7 +7,8 @@ both exact and efficient:
 * a sliding window is computed in query blocks of W against their own band of keys
   (W + W-1 keys causal, W + 2(W-1) bidirectional), so cost grows as O(S·W), never O(S²);
 * global tokens add G key columns to every block and G dense query rows;
-* decoding with a window reads only the keys the window can reach.
+* decoding with a window reads only the keys the window can reach;
+* hierarchical attention (``block``) is :mod:`.hierarchical`: own block + block summaries.
 
 Shapes: q (B, Hq, S, D); k (B, Hkv, L, D); v (B, Hkv, L, Dv); key_mask (B, L) bool
 (True = attend) or None. Queries sit at positions L-S..L-1.
@@ -20,6 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from fastattn.attention.hierarchical import attend_hierarchical
 from fastattn.attention.spec import AttentionSpec
 
 
@@ -27,6 +29,8 @@ def attend(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: AttentionSpec, key_mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Attention of q over k/v under ``spec``; returns (B, Hq, S, Dv)."""
+    if spec.block:  # its key mask spans every position, also those a compact cache summarizes
+        return attend_hierarchical(q, k, v, spec, key_mask)
     S, L = q.shape[2], k.shape[2]
     scale = spec.head_scale(q.shape[-1])
     W, G = spec.window, spec.global_tokens

@@ -15,7 +15,9 @@ optional inputs has its own body, selected by the node's ``overload`` (IR v10):
 
 All four call ``fastattn::AttentionCore`` (masked dense attention, grouped heads).
 This body is correct for every attention kind and fast for none: lowering passes replace
-it per execution provider.
+it per execution provider. Hierarchical nodes (``block`` > 0) take the same four with the
+prefix ``hierarchical`` (``hierarchical_past_mask``, ...), defined in
+:mod:`.onnx_hierarchical`; models without such nodes carry none of them.
 """
 
 from __future__ import annotations
@@ -141,19 +143,26 @@ OVERLOADS = {"": Attention, "mask": Attention_mask, "past": Attention_past, "pas
 _HELPERS = (AttentionCore, _split_heads)
 
 
-def overload_for(has_past: bool, has_mask: bool) -> str:
-    return "_".join(name for name, present in (("past", has_past), ("mask", has_mask)) if present)
+def overload_for(has_past: bool, has_mask: bool, hierarchical: bool = False) -> str:
+    parts = (("hierarchical", hierarchical), ("past", has_past), ("mask", has_mask))
+    return "_".join(name for name, present in parts if present)
 
 
 def function_protos(overloads: set[str] | None = None) -> list[onnx.FunctionProto]:
-    """FunctionProtos defining ``fastattn::Attention`` (the given overloads, default all) and its helpers."""
+    """FunctionProtos defining ``fastattn::Attention`` (the given overloads, default all) and their helpers."""
+    from fastattn.attention import onnx_hierarchical as hier  # noqa: PLC0415  (it builds on this module)
+
     protos = []
-    for overload, fn in OVERLOADS.items():
-        if overloads is None or overload in overloads:
+    helpers = list(_HELPERS)
+    for table, extra in ((OVERLOADS, ()), (hier.OVERLOADS, hier.HELPERS)):
+        chosen = [(o, fn) for o, fn in table.items() if overloads is None or o in overloads]
+        for overload, fn in chosen:
             proto = fn.to_function_proto()
             proto.name, proto.overload = OP_TYPE, overload
             protos.append(proto)
-    return protos + [fn.to_function_proto() for fn in _HELPERS]
+        if chosen:
+            helpers += extra
+    return protos + [fn.to_function_proto() for fn in helpers]
 
 
 def attach_functions(model: ir.Model) -> int:
@@ -167,7 +176,8 @@ def attach_functions(model: ir.Model) -> int:
         if node.domain != DOMAIN or node.op_type != OP_TYPE:
             continue
         inputs = list(node.inputs) + [None] * (6 - len(node.inputs))
-        node.overload = overload_for(inputs[3] is not None, inputs[5] is not None)
+        block = node.attributes.get("block")
+        node.overload = overload_for(inputs[3] is not None, inputs[5] is not None, bool(block and block.value))
         used.add(node.overload)
         count += 1
     if count:
@@ -209,6 +219,8 @@ def register_schema() -> None:
             attr("window", onnx.helper.make_attribute("window", 0), "keys with |p - j| < window; 0 = unbounded"),
             attr("global_tokens", onnx.helper.make_attribute("global_tokens", 0), "leading tokens seen by and seeing all"),
             attr("scale", onnx.helper.make_attribute("scale", 0.0), "score scale; 0 = 1/sqrt(head_size)"),
+            attr("block", onnx.helper.make_attribute("block", 0),
+                 "hierarchical: own block + one summary per earlier (other) block; 0 = off"),
         ],
     )  # fmt: skip
     defs.register_schema(schema)
@@ -216,9 +228,14 @@ def register_schema() -> None:
 
 def translate(
     query, key, value, past_key=None, past_value=None, key_mask=None,
-    num_heads=1, kv_num_heads=1, causal=False, window=0, global_tokens=0, scale=0.0,
+    num_heads=1, kv_num_heads=1, causal=False, window=0, global_tokens=0, scale=0.0, block=0,
 ):  # fmt: skip
     """torch.onnx ``custom_translation_table`` entry for ``torch.ops.fastattn.attention``."""
+    if block:  # only hierarchical nodes carry the attribute: other exports stay as they were
+        return _fa.Attention(
+            query, key, value, past_key, past_value, key_mask, num_heads=num_heads, kv_num_heads=kv_num_heads,
+            causal=int(causal), scale=float(scale), block=block,
+        )  # fmt: skip
     return _fa.Attention(
         query, key, value, past_key, past_value, key_mask, num_heads=num_heads, kv_num_heads=kv_num_heads,
         causal=int(causal), window=window, global_tokens=global_tokens, scale=float(scale),

@@ -28,9 +28,10 @@ def eager(
     window: int,
     global_tokens: int,
     scale: float,
+    block: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The op's computation in plain (differentiable) torch: (output, present key, present value)."""
-    spec = AttentionSpec(num_heads, kv_num_heads, causal, window, global_tokens, scale)
+    spec = AttentionSpec(num_heads, kv_num_heads, causal, window, global_tokens, scale, block)
     B, S, _ = query.shape
     T = key.shape[1]
     q = query.view(B, S, num_heads, -1).transpose(1, 2)
@@ -59,13 +60,15 @@ def _attention_op(
     window: int,
     global_tokens: int,
     scale: float,
+    block: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return eager(query, key, value, past_key, past_value, key_mask, num_heads, kv_num_heads, causal, window,
-                 global_tokens, scale)  # fmt: skip
+                 global_tokens, scale, block)  # fmt: skip
 
 
 @_attention_op.register_fake
-def _(query, key, value, past_key, past_value, key_mask, num_heads, kv_num_heads, causal, window, global_tokens, scale):
+def _(query, key, value, past_key, past_value, key_mask, num_heads, kv_num_heads, causal, window, global_tokens, scale,
+      block=0):  # fmt: skip
     B, S, _ = query.shape
     T = key.shape[1]
     D, Dv = key.shape[-1] // kv_num_heads, value.shape[-1] // kv_num_heads
@@ -92,6 +95,6 @@ def attention(
     past_key, past_value = past if past is not None else (None, None)
     out, present_key, present_value = _attention_op(
         query, key, value, past_key, past_value, key_mask,
-        spec.num_heads, spec.kv_num_heads, spec.causal, spec.window, spec.global_tokens, spec.scale,
+        spec.num_heads, spec.kv_num_heads, spec.causal, spec.window, spec.global_tokens, spec.scale, spec.block,
     )  # fmt: skip
     return out, (present_key, present_value)

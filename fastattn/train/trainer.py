@@ -255,7 +255,7 @@ def _attention_backward(ctx, grad_out, grad_present_key, grad_present_value):
             allow_unused=True,
         ))  # fmt: skip
     result = [None if t is None else _cast(next(grads), t) for t in inputs]
-    return (*result, None, None, None, None, None, None, None)
+    return (*result, None, *(None for _ in ctx.params))  # key_mask and the attributes
 
 
 def _at_least_float32(t: torch.Tensor) -> torch.Tensor:

@@ -44,12 +44,22 @@ def test_functions_pass_the_onnx_checker():
 
 def test_every_overload_has_a_body_using_standard_ops_only():
     protos = function_protos()
-    assert sorted(p.overload for p in protos if p.name == OP_TYPE) == ["", "mask", "past", "past_mask"]
+    plain = ["", "mask", "past", "past_mask"]
+    assert sorted(p.overload for p in protos if p.name == OP_TYPE) == sorted(
+        plain + ["_".join(filter(None, ("hierarchical", o))) for o in plain]
+    )
     for proto in protos:
         for node in proto.node:
             assert node.domain in ("", DOMAIN), node.domain
             if node.domain == DOMAIN:  # only calls into the model-local helpers
                 assert node.op_type in {p.name for p in protos if p.name != OP_TYPE}
+
+
+def test_models_without_hierarchical_nodes_carry_none_of_its_functions():
+    model = single_node_model(Case(2, 5, 3, 4, 2, 8, causal=True, window=2), has_mask=True)
+    names = {(f.name, f.overload) for f in model.functions}
+    assert not any("Hierarchical" in name or "hierarchical" in overload for name, overload in names)
+    assert all(a.name != "block" for a in model.graph.node[0].attribute)
 
 
 def test_attach_functions_is_idempotent():

@@ -106,7 +106,7 @@ class AttentionSite:
         attr = {name: a.value for name, a in node.attributes.items()}
         spec = AttentionSpec(
             attr["num_heads"], attr["kv_num_heads"], bool(attr.get("causal", 0)),
-            attr.get("window", 0), attr.get("global_tokens", 0), attr.get("scale", 0.0),
+            attr.get("window", 0), attr.get("global_tokens", 0), attr.get("scale", 0.0), attr.get("block", 0),
         )  # fmt: skip
         inputs = list(node.inputs) + [None] * (6 - len(node.inputs))
         return cls(node, spec, *inputs[:6], layer=layer or node.name)

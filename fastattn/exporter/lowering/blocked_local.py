@@ -61,6 +61,8 @@ class BlockedLocal(LoweringRule):
         self.dense_ratio = dense_ratio
 
     def check(self, site: AttentionSite) -> MatchResult:
+        if site.spec.block:
+            return MatchResult.fail("hierarchical attention: blocks see summaries, not a band of keys")
         if not site.spec.window:
             return MatchResult.fail("no window: every query sees every key, there is no band to cut")
         return OK

@@ -42,6 +42,8 @@ class GroupQueryAttention(LoweringRule):
 
     def check(self, site: AttentionSite) -> MatchResult:
         spec, d = site.spec, site.head_size
+        if spec.block:
+            return MatchResult.fail("hierarchical attention: GroupQueryAttention has no block summaries")
         if not spec.causal:
             return MatchResult.fail("GroupQueryAttention is lowered for causal attention only (bidirectional: mha)")
         if spec.global_tokens:

@@ -36,7 +36,9 @@ class MultiHeadAttention(LoweringRule):
     contrib = True
 
     def check(self, site: AttentionSite) -> MatchResult:
-        """Every kind the op has maps onto MHA exactly (see the module docstring); nothing is refused."""
+        """Every kind but hierarchical maps onto MHA exactly (see the module docstring)."""
+        if site.spec.block:
+            return MatchResult.fail("hierarchical attention: MultiHeadAttention has no block summaries")
         return OK
 
     def rewrite(self, site: AttentionSite, b: Builder) -> tuple[ir.Value, ir.Value | None, ir.Value | None]:

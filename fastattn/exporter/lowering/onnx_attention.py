@@ -51,7 +51,9 @@ class OnnxAttention(LoweringRule):
     min_opset = 23
 
     def check(self, site: AttentionSite) -> MatchResult:
-        return OK  # the explicit mask expresses every pattern of the op
+        if site.spec.block:
+            return MatchResult.fail("hierarchical attention: block summaries are keys ONNX Attention is not given")
+        return OK  # the explicit mask expresses every other pattern of the op
 
     def rewrite(self, site: AttentionSite, b: Builder) -> tuple[ir.Value, ir.Value | None, ir.Value | None]:
         spec = site.spec
