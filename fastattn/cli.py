@@ -122,7 +122,8 @@ def _print_summary(result) -> None:
     layers = Table("graph", "layer", "kind", "heads/kv", "window", "global", "kernel",
                    title=f"attention (target {manifest.target})")  # fmt: skip
     for a in manifest.attention:
-        layers.add_row(a.graph, a.layer, a.kind, f"{a.num_heads}/{a.kv_num_heads}", str(a.window or "-"),
+        window = str(a.window or (f"block {a.block}" if a.block else "-"))
+        layers.add_row(a.graph, a.layer, a.kind, f"{a.num_heads}/{a.kv_num_heads}", window,
                        str(a.global_tokens or "-"), a.lowering)  # fmt: skip
     out.print(layers)
     cases = Table("graph", "case", "worst output", "max abs", "max rel", "cosine", "", title="validation vs PyTorch")

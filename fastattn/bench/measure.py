@@ -190,7 +190,7 @@ def attention_label(manifest: Manifest) -> str:
     """The attention kinds of a model in order of appearance: ``sliding:64+causal``."""
     kinds: dict[str, None] = {}
     for a in manifest.attention:
-        name = a.kind + (f":{a.global_tokens}" if a.global_tokens else "") + (f":{a.window}" if a.window else "")
+        name = a.kind + "".join(f":{n}" for n in (a.global_tokens, a.window, a.block) if n)
         kinds.setdefault(name)
     return "+".join(kinds) or "none"
 

@@ -10,7 +10,9 @@
                                    -> logits, present_key_i/present_value_i
 
 Caches are (batch, kv_heads, past_sequence, head_size); a windowed layer's cache is
-capped: ``min(past_sequence,K)`` with K = G + W - 1 (see fastattn.models.cache).
+capped: ``min(past_sequence,K)`` with K = G + W - 1, a hierarchical layer's is
+``summarized(past_sequence,B)``: ⌊P/B⌋ block summaries + the P mod B keys of the open
+block (see fastattn.models.cache).
 Cross keys/values are packed
 (batch, encoder_sequence, kv_heads·head_size), projected once per encoding. Masks are
 1 for tokens, 0 for padding, over every key position.
@@ -25,7 +27,7 @@ from fastattn.exporter.graphs import GraphDef
 from fastattn.models.config import Arch, ModelConfig, Positions
 from fastattn.models.layers import KV
 from fastattn.models.transformer import FastAttnModel
-from fastattn.runtime.dims import capped
+from fastattn.runtime.dims import capped, summarized
 from fastattn.runtime.manifest import CachePair, Fill, TensorSpec
 
 DIMS = {
@@ -35,6 +37,8 @@ DIMS = {
     "past_sequence+sequence": "cache length after this call",
     "encoder_sequence": "encoder tokens",
     "min(a,K)": "a, at most K: the cache of a windowed layer keeps its G global and last W-1 positions",
+    "summarized(a,B)": "a//B + a%B: the cache of a hierarchical layer keeps one summary per complete block "
+    "of B positions, then the keys of the open block",
 }
 TOTAL = "past_sequence+sequence"
 
@@ -125,11 +129,12 @@ def _prompt(cfg: ModelConfig, seq: str) -> list[TensorSpec]:
 
 def _decoder_graph(name: str, module: nn.Module, cfg: ModelConfig, extra: list[TensorSpec],
                    whole_cache: bool) -> GraphDef:  # fmt: skip
-    limits = [0 if whole_cache else layer.spec(cfg.num_heads, cfg.kv_heads, causal=True).cache_limit
-              for layer in cfg.decoder_layers]  # fmt: skip
+    specs = [layer.spec(cfg.num_heads, cfg.kv_heads, causal=True) for layer in cfg.decoder_layers]
+    held = lambda length, spec: (length if whole_cache  # noqa: E731
+                                 else summarized(capped(length, spec.cache_limit), spec.block))  # fmt: skip
     cache = lambda prefix, length: [  # noqa: E731
-        TensorSpec(f"{prefix}_{kind}_{i}", "float32", ("batch", cfg.kv_heads, capped(length, limit), cfg.head_size))
-        for i, limit in enumerate(limits) for kind in ("key", "value")
+        TensorSpec(f"{prefix}_{kind}_{i}", "float32", ("batch", cfg.kv_heads, held(length, spec), cfg.head_size))
+        for i, spec in enumerate(specs) for kind in ("key", "value")
     ]  # fmt: skip
     inputs = [
         TensorSpec("input_ids", "int64", ("batch", "sequence"), Fill.TOKENS, high=cfg.vocab_size),
@@ -138,7 +143,7 @@ def _decoder_graph(name: str, module: nn.Module, cfg: ModelConfig, extra: list[T
         *cache("past", "past_sequence"),
     ]
     outputs = [TensorSpec("logits", "float32", ("batch", "sequence", cfg.vocab_size)), *cache("present", TOTAL)]
-    pairs = [CachePair(f"past_{kind}_{i}", f"present_{kind}_{i}") for i in range(len(limits)) for kind in ("key", "value")]
+    pairs = [CachePair(f"past_{kind}_{i}", f"present_{kind}_{i}") for i in range(len(specs)) for kind in ("key", "value")]
     return GraphDef(name, module, inputs, outputs, cache=pairs)
 
 
@@ -148,5 +153,6 @@ def max_length(cfg: ModelConfig) -> int | None:
 
 
 def windows(cfg: ModelConfig) -> list[int]:
-    """Every attention window in the model (for validation shapes longer than the window)."""
-    return [layer.window for layer in (*cfg.encoder_layers, *cfg.decoder_layers) if layer.window]
+    """Every attention window and hierarchical block in the model (validation shapes run past them)."""
+    return [layer.window or layer.block for layer in (*cfg.encoder_layers, *cfg.decoder_layers)
+            if layer.window or layer.block]  # fmt: skip

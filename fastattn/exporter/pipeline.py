@@ -263,12 +263,12 @@ def attention_layers(graph: str, model: ir.Model) -> list[AttentionLayer]:
         attr = {name: a.value for name, a in node.attributes.items()}
         spec = AttentionSpec(
             attr["num_heads"], attr["kv_num_heads"], bool(attr.get("causal", 0)),
-            attr.get("window", 0), attr.get("global_tokens", 0), attr.get("scale", 0.0),
+            attr.get("window", 0), attr.get("global_tokens", 0), attr.get("scale", 0.0), attr.get("block", 0),
         )  # fmt: skip
         layers.append(
             AttentionLayer(
                 graph, module_path(node), node.name, spec.kind, spec.num_heads, spec.kv_num_heads,
-                spec.causal, spec.window, spec.global_tokens, node.overload,
+                spec.causal, spec.window, spec.global_tokens, node.overload, block=spec.block,
             )  # fmt: skip
         )
     return layers

@@ -41,7 +41,8 @@ def render(manifest: Manifest, timings: dict[str, float] | None = None, notes: l
         for a in manifest.attention:
             lines.append(
                 f"| {a.graph} | {a.layer} | {a.kind} | {a.num_heads} | {a.kv_num_heads} | {a.causal} | "
-                f"{a.window or '-'} | {a.global_tokens or '-'} | {a.inputs or 'qkv'} | {a.lowering} |"
+                f"{a.window or (f'block {a.block}' if a.block else '-')} | {a.global_tokens or '-'} | "
+                f"{a.inputs or 'qkv'} | {a.lowering} |"
             )
     else:
         lines.append("No `fastattn::Attention` node in the model.")
@@ -60,12 +61,13 @@ def _lowering(manifest: Manifest) -> list[str]:
         return lines + ["Not lowered: every attention runs its `fastattn` function body (exact everywhere, fast nowhere)."]
     seen: set[str] = set()
     for a in manifest.attention:
-        key = repr((a.kind, a.num_heads, a.kv_num_heads, a.window, a.global_tokens, a.inputs, a.timings, a.rejected))
+        key = repr((a.kind, a.num_heads, a.kv_num_heads, a.window, a.global_tokens, a.block, a.inputs, a.timings,
+                    a.rejected))  # fmt: skip
         if key in seen:
             continue
         seen.add(key)
         same = [b.layer for b in manifest.attention if b.graph == a.graph and b.lowering == a.lowering
-                and (b.kind, b.window, b.inputs) == (a.kind, a.window, a.inputs)]  # fmt: skip
+                and (b.kind, b.window, b.block, b.inputs) == (a.kind, a.window, a.block, a.inputs)]  # fmt: skip
         lines.append(f"- **{a.lowering}** for {a.kind} attention ({', '.join(same)})")
         for case, times in a.timings.items():
             ranked = ", ".join(f"{rule} {ms:.3f} ms" for rule, ms in sorted(times.items(), key=lambda kv: kv[1]))
@@ -174,4 +176,10 @@ def _cache_line(graph) -> str:
     if caps:
         line += (f" Windowed layers keep at most {', '.join(map(str, caps))} positions "
                  "(`min(past_sequence,K)`): their presents are already trimmed.")
+    blocks = sorted({dims.parse(d).block for p in graph.cache for d in specs[p.past].shape
+                     if isinstance(d, str) and dims.parse(d).block})  # fmt: skip
+    if blocks:
+        line += (f" Hierarchical layers (blocks of {', '.join(map(str, blocks))}) keep one summary per complete "
+                 "block and the open block's keys (`summarized(past_sequence,B)`): their presents are already "
+                 "summarized.")
     return line

@@ -117,7 +117,7 @@ def _validate_against(
 ) -> ValidationResult:
     """Validate the graphs in ``candidate`` against those of an earlier export in ``reference``."""
     graphs = [GraphDef(g.name, None, g.inputs, g.outputs, g.cache) for g in manifest.graphs]
-    longest = max((a.window for a in manifest.attention), default=0)
+    longest = max((a.window or a.block for a in manifest.attention), default=0)
     limit = max_length(ModelConfig.from_dict(manifest.config)) if manifest.config else None
     ref, got = (load_exported(d, provider="cpu", threads=threads) for d in (reference, candidate))
     cases = [c for g in graphs for c in default_cases(g, longest, limit)]

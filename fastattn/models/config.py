@@ -1,9 +1,11 @@
 """Typed configuration of the fastattn Transformer family.
 
 One config describes an encoder, a decoder-only LM or an encoder-decoder: a stack is
-present when it has layers. Each layer names its attention pattern (full, sliding
-window, global+local); causality follows from the stack (decoders are causal,
-encoders bidirectional), and grouped-query attention from ``kv_heads``.
+present when it has layers. Each layer names its attention pattern (full, causal, sliding
+window, global+local, hierarchical); causality follows from the stack (decoders are
+causal, encoders bidirectional; a ``causal`` layer is causal in an encoder too), and
+grouped-query attention from ``kv_heads``. :func:`parse_patterns` reads the command
+line's ``--attention`` (one pattern for every layer, or one per layer).
 """
 
 from __future__ import annotations
@@ -22,8 +24,13 @@ class Arch(str, Enum):
 
 class Pattern(str, Enum):
     FULL = "full"  # every key (causal in a decoder)
+    CAUSAL = "causal"  # every earlier key, in an encoder too
     SLIDING = "sliding"  # a window of W keys
     GLOBAL_LOCAL = "global_local"  # G global tokens + a window of W keys
+    HIERARCHICAL = "hierarchical"  # the own block of B keys + one summary per earlier (other) block
+
+
+PATTERN_FORMS = "full, causal, sliding:W, global_local:G:W or hierarchical:B"
 
 
 class Norm(str, Enum):
@@ -54,40 +61,78 @@ class LayerAttention:
     pattern: Pattern = Pattern.FULL
     window: int = 0
     global_tokens: int = 0
+    block: int = 0  # hierarchical: positions per block
 
     def __post_init__(self) -> None:
-        needs_window = self.pattern is not Pattern.FULL
+        needs_window = self.pattern in (Pattern.SLIDING, Pattern.GLOBAL_LOCAL)
         if needs_window != (self.window > 0):
             raise ValueError(f"{self.pattern.value} attention {'needs' if needs_window else 'takes no'} window")
         if (self.pattern is Pattern.GLOBAL_LOCAL) != (self.global_tokens > 0):
             raise ValueError("global_tokens > 0 goes with, and only with, the global_local pattern")
+        if (self.pattern is Pattern.HIERARCHICAL) != (self.block > 0):
+            raise ValueError("block > 0 goes with, and only with, the hierarchical pattern")
+        if self.block == 1:
+            raise ValueError("hierarchical blocks need at least 2 positions")
 
     @classmethod
     def parse(cls, text: str) -> LayerAttention:
-        """``full``, ``sliding:256``, ``global_local:16:256`` (G then W)."""
-        parts = text.split(":")
+        """``full``, ``causal``, ``sliding:256``, ``global_local:16:256`` (G then W), ``hierarchical:64``."""
+        parts = text.strip().split(":")
         try:
             pattern = Pattern(parts[0])
             nums = [int(p) for p in parts[1:]]
-            if pattern is Pattern.FULL and not nums:
-                return cls()
+            if pattern in (Pattern.FULL, Pattern.CAUSAL) and not nums:
+                return cls(pattern)
             if pattern is Pattern.SLIDING and len(nums) == 1:
                 return cls(pattern, window=nums[0])
             if pattern is Pattern.GLOBAL_LOCAL and len(nums) == 2:
                 return cls(pattern, global_tokens=nums[0], window=nums[1])
+            if pattern is Pattern.HIERARCHICAL and len(nums) == 1:
+                return cls(pattern, block=nums[0])
         except ValueError:
             pass
-        raise ValueError(f"bad attention pattern {text!r}: use full, sliding:W or global_local:G:W")
+        raise ValueError(f"bad attention pattern {text!r}: use {PATTERN_FORMS} (W >= 1, B >= 2)")
 
     def __str__(self) -> str:
-        if self.pattern is Pattern.FULL:
-            return "full"
+        if self.pattern in (Pattern.FULL, Pattern.CAUSAL):
+            return self.pattern.value
         if self.pattern is Pattern.SLIDING:
             return f"sliding:{self.window}"
+        if self.pattern is Pattern.HIERARCHICAL:
+            return f"hierarchical:{self.block}"
         return f"global_local:{self.global_tokens}:{self.window}"
 
     def spec(self, num_heads: int, kv_heads: int, causal: bool) -> AttentionSpec:
-        return AttentionSpec(num_heads, kv_heads, causal, self.window, self.global_tokens)
+        causal = causal or self.pattern is Pattern.CAUSAL
+        return AttentionSpec(num_heads, kv_heads, causal, self.window, self.global_tokens, block=self.block)
+
+
+def parse_patterns(text: str) -> tuple[LayerAttention, ...]:
+    """``PATTERN[,PATTERN...]`` (the ``--attention`` option): one pattern, or one per layer.
+
+    Raises ValueError naming the valid forms.
+    """
+    items = text.split(",")
+    if not text.strip() or any(not t.strip() for t in items):
+        raise ValueError(f"bad attention patterns {text!r}: give {PATTERN_FORMS}, comma-separated")
+    return tuple(LayerAttention.parse(t) for t in items)
+
+
+def with_patterns(cfg: ModelConfig, patterns: tuple[LayerAttention, ...]) -> ModelConfig:
+    """``cfg`` with every layer of every stack given ``patterns``: one pattern for all layers, or one
+    per layer (then each stack must have that many layers). Raises ValueError when the counts differ."""
+    changes = {}
+    for stack in ("encoder_layers", "decoder_layers"):
+        layers = getattr(cfg, stack)
+        if not layers:
+            continue
+        if len(patterns) not in (1, len(layers)):
+            raise ValueError(
+                f"{len(patterns)} attention patterns for the {len(layers)} layers of the "
+                f"{stack.split('_')[0]}: give one pattern for every layer or one per layer"
+            )
+        changes[stack] = patterns * len(layers) if len(patterns) == 1 else patterns
+    return cfg.replace(**changes)
 
 
 @dataclass(frozen=True)

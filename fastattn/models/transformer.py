@@ -63,7 +63,7 @@ class Stack(nn.Module):
             keys = x.shape[1] + (layer_past[0].shape[2] if layer_past is not None else 0)
             mask = key_mask if self.keep_whole_cache else cache.layer_mask(key_mask, keys, spec)
             x, present = layer(x, rope, mask, layer_past, memory_kv[i] if memory_kv else None, memory_mask)
-            presents.append(present if self.keep_whole_cache else cache.keep(present, spec))
+            presents.append(present if self.keep_whole_cache else cache.keep(present, spec, key_mask))
         return self.final_norm(x), presents
 
 
@@ -84,12 +84,19 @@ def _past_length(stack: Stack, attention_mask: torch.Tensor | None, past: list[K
     """Tokens already in the cache, needed only for calls without a mask: the longest layer cache.
 
     Windowed layers trim their caches, so when every layer is windowed and a cache is full
-    the true length is unknown: such calls need the mask, where positions come from.
+    the true length is unknown: such calls need the mask, where positions come from. So do
+    calls onto the compact cache of a hierarchical layer (its slots are not its positions).
     """
     if attention_mask is not None or not past:
         return 0
     lengths = [p[0].shape[2] for p in past]
-    limits = [layer.self_attn.spec.cache_limit for layer in stack.layers]
+    specs = [layer.self_attn.spec for layer in stack.layers]
+    if not stack.keep_whole_cache and any(s.block and n for s, n in zip(specs, lengths, strict=True)):
+        raise ValueError(
+            "a hierarchical layer keeps block summaries in its cache, so the position of new tokens is "
+            "unknown: pass attention_mask over every token of the sequence"
+        )
+    limits = [spec.cache_limit for spec in specs]
     if not stack.keep_whole_cache and all(limits) and any(n >= k for n, k in zip(lengths, limits, strict=True)):
         raise ValueError(
             "every layer is windowed and its cache is full, so the position of new tokens is unknown: "

@@ -113,7 +113,7 @@ class AttentionLayer:
     graph: str
     layer: str  # the PyTorch module it came from
     node: str  # the ONNX node name at capture
-    kind: str  # full | causal | sliding | global_local
+    kind: str  # full | causal | sliding | global_local | hierarchical
     num_heads: int
     kv_num_heads: int
     causal: bool
@@ -123,6 +123,7 @@ class AttentionLayer:
     lowering: str = "portable"
     timings: dict[str, dict[str, float]] = field(default_factory=dict)  # shape case -> rule -> ms
     rejected: dict[str, str] = field(default_factory=dict)  # rule -> why it was not used
+    block: int = 0  # hierarchical: positions per block
 
 
 @dataclass

@@ -120,7 +120,8 @@ def _as_array(spec: TensorSpec, value: object, cast: bool) -> np.ndarray:
 
 
 def _bind_sizes(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]) -> dict[str, int]:
-    """Check ranks and fixed dims, bind each named dim to one size, check ``a+b`` and ``min(a,K)`` dims."""
+    """Check ranks and fixed dims, bind each named dim to one size, check ``a+b``, ``min(a,K)`` and
+    ``summarized(a,B)`` dims."""
     sizes: dict[str, int] = {}
     where: dict[str, str] = {}  # dim -> "input 'x' (axis 0)", where its size was first seen
     exprs: list[tuple[TensorSpec, int, str, dims.DimExpr]] = []
@@ -143,7 +144,7 @@ def _bind_sizes(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]) ->
                     )
                 continue
             expr = dims.parse(dim)
-            if len(expr.parts) > 1 or expr.cap is not None:
+            if len(expr.parts) > 1 or expr.cap is not None or expr.block is not None:
                 exprs.append((spec, axis, dim, expr))
             elif dim not in sizes:
                 sizes[dim], where[dim] = size, here
@@ -167,12 +168,19 @@ def _bind_sizes(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]) ->
                 )
             if not unknown and expr.size(sizes) != size:
                 values = "+".join(str(sizes[p]) for p in expr.parts)
+                if expr.block is not None:
+                    raise InputError(
+                        f"input {spec.name!r} axis {axis} is {size}, but {dim} is {known}//{expr.block} + "
+                        f"{known}%{expr.block} = {expr.size(sizes)}",
+                        f"feed back the present of the previous call as {spec.name!r} (a hierarchical layer's cache "
+                        f"holds one summary per complete block of {expr.block} and the open block's keys)",
+                    )
                 got = f"{values} = {known}" if expr.cap is None else f"min({values},{expr.cap}) = {expr.size(sizes)}"
                 raise InputError(
                     f"input {spec.name!r} axis {axis} is {size}, but {dim} is {got}",
                     f"make axis {axis} of {spec.name!r} {'the sum ' + total if expr.cap is None else dim}",
                 )
-            if len(unknown) == 1 and (expr.cap is None or size < expr.cap):
+            if len(unknown) == 1 and expr.solvable and (expr.cap is None or size < expr.cap):
                 if size < known:
                     raise InputError(
                         f"input {spec.name!r} axis {axis} is {size}, less than the known part of {total} "

@@ -67,3 +67,61 @@ def test_all_windowed_model_without_a_mask_past_the_window_is_an_error():
         _, past = model(ids)
         with pytest.raises(ValueError, match="pass attention_mask"):
             model(ids[:, :1], past=past)
+
+
+HIER_CONFIGS = {
+    "hier+sliding+full": dict(decoder_layers=(LayerAttention.parse("hierarchical:4"), SLIDING, FULL)),
+    "hier-gqa-learned": dict(decoder_layers=(LayerAttention.parse("hierarchical:3"),) * 2,
+                             positions=Positions.LEARNED),
+}
+
+
+def _hier_model(name: str, whole: bool):
+    base = dict(vocab_size=40, d_model=32, num_heads=4, kv_heads=2, ffn_dim=48, max_positions=96)
+    return build(ModelConfig(**{**base, **HIER_CONFIGS[name]}), seed=3).keep_whole_caches(whole)
+
+
+@pytest.mark.parametrize("name", HIER_CONFIGS)
+@pytest.mark.parametrize("chunks", [[6] + [1] * 40, [3, 5, 1, 7, 1, 1, 9, 2, 1, 1, 1, 3, 1]])
+def test_summarized_cache_gives_the_logits_of_the_whole_cache(name, chunks):
+    """Left-padded rows (whole padded blocks), prefill then tokens or chunks across many blocks."""
+    total = sum(chunks)
+    ids = torch.randint(0, 40, (3, total), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(3, total, dtype=torch.long)
+    mask[1, :2] = 0
+    mask[2, :9] = 0
+    compact, past = _run(_hier_model(name, whole=False), ids, mask, chunks)
+    whole, _ = _run(_hier_model(name, whole=True), ids, mask, chunks)
+    torch.testing.assert_close(compact, whole, atol=2e-5, rtol=1e-4)
+    prefill, _ = _run(_hier_model(name, whole=False), ids, mask, [total])  # one call: no cache at all
+    torch.testing.assert_close(compact, prefill, atol=2e-5, rtol=1e-4)
+    model = _hier_model(name, whole=False)
+    for p, layer in zip(past, model.decoder.layers):
+        spec = layer.self_attn.spec
+        want = total // spec.block + total % spec.block if spec.block else (spec.cache_limit or total)
+        assert p[0].shape[2] == want
+
+
+def test_summaries_are_masked_block_means():
+    model = _hier_model("hier+sliding+full", whole=False)
+    ids = torch.randint(0, 40, (2, 11))
+    mask = torch.ones(2, 11, dtype=torch.long)
+    mask[1, :6] = 0  # block 0 all padding, block 1 half
+    with torch.no_grad():
+        _, past = model(ids, mask)
+        _, whole = _hier_model("hier+sliding+full", whole=True)(ids, mask)
+    key, full_key = past[0][0], whole[0][0]  # hierarchical:4 over 11 positions: 2 summaries + 3 keys
+    assert key.shape[2] == 5
+    torch.testing.assert_close(key[0, :, 0], full_key[0, :, 0:4].mean(1))
+    torch.testing.assert_close(key[1, :, 1], full_key[1, :, 6:8].mean(1))
+    assert torch.equal(key[1, :, 0], torch.zeros_like(key[1, :, 0]))
+    torch.testing.assert_close(key[:, :, 2:], full_key[:, :, 8:])
+
+
+def test_hierarchical_cache_without_a_mask_is_an_error():
+    model = _hier_model("hier+sliding+full", whole=False)
+    ids = torch.randint(0, 40, (1, 8))
+    with torch.no_grad():
+        _, past = model(ids)
+        with pytest.raises(ValueError, match="pass attention_mask"):
+            model(ids[:, :1], past=past)
