@@ -228,15 +228,20 @@ def validate_command(model, output, allow_pickle, threads, verbose) -> None:
 @click.argument("preset")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Checkpoint file to write.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Initialisation seed.")
+@click.option("--attention", default=None, metavar="PATTERN[,PATTERN...]",
+              help="Attention of every layer, or of each layer: full, causal, sliding:W, global_local:G:W, "
+                   "hierarchical:B.")  # fmt: skip
 @_handle_errors
-def create_command(preset, output, seed) -> None:
+def create_command(preset, output, seed, attention) -> None:
     """Write a freshly initialised built-in model (PRESET: default, encoder, seq2seq) as a checkpoint."""
     from fastattn import models
+    from fastattn.models.config import with_attention
 
     try:
         config = models.preset(preset)
     except ValueError as e:
         raise InputError(str(e), "pick one of the names listed") from e
+    config = with_attention(config, attention)
     model = models.build(config, seed=seed)
     models.save(model, output)
     params = sum(p.numel() for p in model.parameters())

@@ -29,6 +29,35 @@ def test_create_writes_a_loadable_preset(tmp_path):
     assert torch.load(tmp_path / "enc.pt", weights_only=True)["config"]["num_labels"] == 2
 
 
+def test_create_with_attention_patterns(tmp_path):
+    result = cli("create", "default", "-o", tmp_path / "m.pt", "--attention",
+                 "sliding:64,sliding:64,hierarchical:64,full")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    config = torch.load(tmp_path / "m.pt", weights_only=True)["config"]
+    assert config["decoder_layers"] == ["sliding:64", "sliding:64", "hierarchical:64", "full"]
+    result = cli("create", "seq2seq", "-o", tmp_path / "s.pt", "--attention", "hierarchical:16")  # every layer
+    assert result.exit_code == 0, result.output
+    config = torch.load(tmp_path / "s.pt", weights_only=True)["config"]
+    assert config["encoder_layers"] == config["decoder_layers"] == ["hierarchical:16"] * 2
+
+
+@pytest.mark.parametrize("patterns, message", [
+    ("banded:4", "bad attention pattern 'banded:4'"),
+    ("hierarchical:1", "bad attention pattern 'hierarchical:1'"),
+    ("sliding", "bad attention pattern 'sliding'"),
+    ("global_local:4", "bad attention pattern 'global_local:4'"),
+    ("full,,full", "bad attention patterns"),
+    ("full,full,full", "3 attention patterns for the 4 layers of the decoder"),
+])  # fmt: skip
+def test_create_bad_attention_is_one_line_naming_the_forms(tmp_path, patterns, message):
+    result = cli("create", "default", "-o", tmp_path / "m.pt", "--attention", patterns)
+    assert result.exit_code == 2
+    assert len(result.output.strip().splitlines()) == 1 and message in result.output
+    if "layers" not in message:
+        assert "full, causal, sliding:W, global_local:G:W or hierarchical:B" in result.output
+    assert not (tmp_path / "m.pt").exists()
+
+
 def test_create_unknown_preset(tmp_path):
     result = cli("create", "huge", "-o", tmp_path / "x.pt")
     assert result.exit_code == 2 and "unknown preset 'huge'" in result.output

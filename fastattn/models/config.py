@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
 
 from fastattn.attention.spec import AttentionSpec
+from fastattn.errors import InputError
 
 
 class Arch(str, Enum):
@@ -203,3 +204,16 @@ class ModelConfig:
             if key in kwargs:
                 kwargs[key] = enum(kwargs[key])
         return cls(**kwargs)
+
+
+def with_attention(cfg: ModelConfig, text: str | None) -> ModelConfig:
+    """``cfg`` with the layers the ``--attention PATTERN[,PATTERN...]`` option names (None: ``cfg``).
+
+    Raises :class:`InputError` (one line naming the valid forms) for a bad pattern or count.
+    """
+    if text is None:
+        return cfg
+    try:
+        return with_patterns(cfg, parse_patterns(text))
+    except ValueError as e:
+        raise InputError(f"--attention: {e}", "give one pattern for every layer or one per layer, comma-separated")

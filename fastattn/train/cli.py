@@ -27,6 +27,9 @@ TASK_PRESETS = {"lm": "default", "classifier": "encoder", "seq2seq": "seq2seq"}
 @click.option("--ffn", type=click.IntRange(min=1), default=None, help="Feed-forward width.")
 @click.option("--window", type=click.IntRange(min=0), default=None,
               help="Sliding window of every layer (0: full attention).")  # fmt: skip
+@click.option("--attention", default=None, metavar="PATTERN[,PATTERN...]",
+              help="Attention of every layer, or of each layer: full, causal, sliding:W, global_local:G:W, "
+                   "hierarchical:B.")  # fmt: skip
 @click.option("--labels", type=click.IntRange(min=2), default=None, help="Classifier: number of stdlib packages.")
 @click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True)
 @click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True)
@@ -38,14 +41,14 @@ TASK_PRESETS = {"lm": "default", "classifier": "encoder", "seq2seq": "seq2seq"}
 @click.option("--log-every", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: debug, with tracebacks).")
 def train_command(
-    task, output, preset, layers, d_model, heads, kv_heads, ffn, window, labels, steps, batch, seq, seed, lr,
-    threads, log_every, verbose,
+    task, output, preset, layers, d_model, heads, kv_heads, ffn, window, attention, labels, steps, batch, seq, seed,
+    lr, threads, log_every, verbose,
 ) -> None:  # fmt: skip
     """Train a model on TASK (lm, classifier, seq2seq) over the Python stdlib sources and save it."""
     from fastattn.cli import _handle_errors  # here, not at import: fastattn.cli imports this module
 
     changes = {"layers": layers, "d_model": d_model, "heads": heads, "kv_heads": kv_heads, "ffn": ffn,
-               "window": window, "labels": labels}  # fmt: skip
+               "window": window, "attention": attention, "labels": labels}  # fmt: skip
     _handle_errors(_run)(task, output, preset, changes, steps, batch, seq, seed, lr, threads, log_every, verbose)
 
 
@@ -93,13 +96,15 @@ def model_config(
     kv_heads: int | None = None,
     ffn: int | None = None,
     window: int | None = None,
+    attention: str | None = None,
     labels: int | None = None,
 ):
     """The task's preset (or ``preset``) with the given changes; every stack gets ``layers`` layers of
-    full attention, or of a sliding ``window``, when either is given."""
+    full attention, or of a sliding ``window``, when either is given; ``attention`` (the
+    ``--attention`` patterns) then sets every layer's pattern, or each layer's."""
     from fastattn.errors import InputError
     from fastattn.models import presets
-    from fastattn.models.config import LayerAttention, Pattern
+    from fastattn.models.config import LayerAttention, Pattern, with_attention
 
     name = preset or TASK_PRESETS[task]
     try:
@@ -116,9 +121,12 @@ def model_config(
             current = getattr(base, stack)
             if current:
                 changes[stack] = (layer,) * (layers or len(current))
-    if not changes:
+    if window is not None and attention is not None:
+        raise InputError("--window and --attention both set the layers' attention", "give one of them")
+    if not changes and attention is None:
         return base
     try:
-        return base.replace(name=f"{name}-custom", **changes)
+        config = base.replace(name=f"{name}-custom", **changes)
     except ValueError as e:
         raise InputError(f"bad model options: {e}", "change --d-model, --heads or --kv-heads") from e
+    return with_attention(config, attention)

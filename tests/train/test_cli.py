@@ -26,6 +26,35 @@ def test_train_writes_a_checkpoint_with_held_out_metrics(tmp_path):
     assert f"loss {metrics['loss']:.4g}" in result.output
 
 
+def test_train_with_attention_patterns(tmp_path):
+    out = tmp_path / "lm.pt"
+    result = cli("lm", *TINY, "--layers", 2, "--attention", "hierarchical:8,sliding:8", "--steps", 3, "--batch", 2,
+                 "--seq", 32, "--threads", 1, "-o", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    config = torch.load(out, weights_only=True)["config"]
+    assert config["decoder_layers"] == ["hierarchical:8", "sliding:8"] and config["name"] == "default-custom"
+
+
+def test_bad_attention_patterns(tmp_path):
+    result = cli("lm", "--attention", "hierarchical:x", "-o", tmp_path / "x.pt")
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert "bad attention pattern 'hierarchical:x': use full, causal, sliding:W, global_local:G:W or hierarchical:B" in (
+        result.output)  # fmt: skip
+    result = cli("lm", "--layers", 3, "--attention", "full,causal", "-o", tmp_path / "x.pt")
+    assert result.exit_code == 2 and "2 attention patterns for the 3 layers of the decoder" in result.output
+    result = cli("lm", "--window", 8, "--attention", "full", "-o", tmp_path / "x.pt")
+    assert result.exit_code == 2 and "--window and --attention" in result.output
+    assert not list(tmp_path.iterdir())
+
+
+def test_attention_option_sets_each_layer():
+    cfg = model_config("lm", layers=3, attention="causal,global_local:2:16,hierarchical:32")
+    assert [str(x) for x in cfg.decoder_layers] == ["causal", "global_local:2:16", "hierarchical:32"]
+    enc = model_config("classifier", attention="causal")  # a causal layer is causal in an encoder too
+    assert all(layer.spec(4, 4, causal=False).causal for layer in enc.encoder_layers)
+    assert model_config("lm", attention="full").decoder_layers == model_config("lm", layers=4).decoder_layers
+
+
 def test_wrong_architecture_is_one_line_and_writes_nothing(tmp_path):
     result = cli("lm", "--preset", "encoder", "--steps", 2, "-o", tmp_path / "x.pt")
     assert result.exit_code == 2
