@@ -19,13 +19,14 @@ from fastattn.exporter.lowering import blocked_local
 from fastattn.exporter.lowering.apply import Choice, lower
 from fastattn.exporter.lowering.base import AttentionSite, LoweringRule
 from fastattn.exporter.lowering.blocked_local import BLOCKED_LOCAL, BlockedLocal, block_size
+from fastattn.exporter.lowering.blocked_matmul import BLOCKED_MATMUL, BlockedMatMul
 from fastattn.exporter.lowering.onnx_attention import ONNX_ATTENTION
 from tests.attention.grid import CASES, Case
 from tests.lowering.harness import Marked, feeds, lowered_vs_function, run, site_and_model
 
 TOL = 1e-5
 FORCED = BlockedLocal(block=4, dense_ratio=0)
-RULES = {"registered": BLOCKED_LOCAL, "forced-b4": FORCED}
+RULES = {"registered": BLOCKED_LOCAL, "forced-b4": FORCED, "matmul": BLOCKED_MATMUL, "matmul-b4": BlockedMatMul(block=4)}
 
 # beyond the grid: S not a multiple of the block or window, S < W, P > W, padded decode,
 # bidirectional after a past, W = 1, a window longer than everything; and sequences long

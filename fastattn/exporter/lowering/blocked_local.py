@@ -87,33 +87,44 @@ class BlockedLocal(LoweringRule):
         results = b.If(pays, then_branch=then_branch, else_branch=else_branch, _outputs=count)
         return tuple(results) if count == 3 else (results, None, None)
 
-    @staticmethod
-    def blocked(site: AttentionSite, b: Builder, block: int) -> Outputs:
+    def blocked(self, site: AttentionSite, b: Builder, block: int) -> Outputs:
         """The blocked form alone: (output, present_key, present_value); presents only when used."""
         spec = site.spec
         n = lengths(site, b)
         g = _geometry(site, b, n, block)
-        padding = b.Concat(b.ints(0), b.Sub(b.Mul(g.blocks, g.rows), n.seq), axis=0)
-        queries = b.Pad(site.query, padding, None, b.ints(1))  # (B, nb*Wq, Hq*D)
+        queries = self.pad_queries(b, site.query, b.Sub(b.Mul(g.blocks, g.rows), n.seq))  # (B, nb*Wq, Hq*D)
         queries = b.Reshape(queries, b.Concat(b.ints(-1), g.rows, b.Shape(site.query, start=2), axis=0))
         folded = []  # (B*nb, columns, Hkv*D) keys and values
         for new, past in ((site.key, site.past_key), (site.value, site.past_value)):
             bands = b.Gather(_key_source(b, g, new, past), g.index, axis=1)
             folded.append(b.Reshape(bands, b.Concat(b.ints(-1), g.columns, b.Shape(new, start=2), axis=0)))
         mask = b.Reshape(_block_mask(site, b, n, g), b.Concat(b.ints(-1, 1), g.rows, g.columns, axis=0))
-        out = b.Attention(
-            queries, *folded, mask, q_num_heads=spec.num_heads, kv_num_heads=spec.kv_num_heads,
-            scale=spec.scale or None,
-        )  # fmt: skip
+        out = self.attend_packed(site, b, queries, *folded, mask)
         # (B*nb, Wq, Hq*Dv) -> (B, S, Hq*Dv)
         out = b.Slice(b.Reshape(out, b.Concat(n.batch, b.ints(-1, 0), axis=0)), b.ints(0), n.seq, b.ints(1))
         dense = spec.global_tokens and not spec.causal  # bidirectional global rows see beyond any band
         present_key, present_value = presents(site, b) if site.presents_used or dense else (None, None)
         if dense:
-            rows = _global_rows(site, b, n, present_key, present_value)
+            rows = _global_rows(site, b, n, present_key, present_value, self.attend_heads)
             rest = b.Slice(out, b.Shape(rows, start=1, end=2), b.ints(INT64_MAX), b.ints(1))
             out = b.Concat(rows, rest, axis=1)
         return out, present_key, present_value
+
+    # The kernel of the blocks; a subclass may emit it otherwise (blocked_matmul: MatMul/Softmax).
+
+    def pad_queries(self, b: Builder, query: ir.Value, after: ir.Value) -> ir.Value:
+        """(B, S, Hq*D) zero-padded by ``after`` rows."""
+        return b.Pad(query, b.Concat(b.ints(0), after, axis=0), None, b.ints(1))
+
+    def attend_packed(self, site: AttentionSite, b: Builder, query, key, value, mask) -> ir.Value:
+        """Packed (N, S, H*D) query/key/value with a (N, 1, S, T) boolean mask -> (N, S, Hq*Dv)."""
+        spec = site.spec
+        return b.Attention(query, key, value, mask, q_num_heads=spec.num_heads, kv_num_heads=spec.kv_num_heads,
+                           scale=spec.scale or None)  # fmt: skip
+
+    def attend_heads(self, site: AttentionSite, b: Builder, query, key, value, mask) -> ir.Value:
+        """(B, Hq, S, D) query over (B, Hkv, T, D) keys with a mask broadcastable to (B, 1, S, T) -> (B, Hq, S, Dv)."""
+        return b.Attention(query, key, value, mask, scale=site.spec.scale or None)
 
 
 def _reach(spec) -> int:
@@ -205,7 +216,7 @@ def _key_source(b: Builder, g: _Geometry, new: ir.Value, past: ir.Value | None) 
     return b.Concat(first, source, axis=1)
 
 
-def _global_rows(site: AttentionSite, b: Builder, n: Lengths, present_key: ir.Value, present_value: ir.Value):
+def _global_rows(site: AttentionSite, b: Builder, n: Lengths, present_key: ir.Value, present_value: ir.Value, attend):
     """The first min(G, S) query rows against all L keys, with the op's full mask: (B, m, Hq*Dv)."""
     spec = site.spec
     m = b.Min(b.ints(spec.global_tokens), n.seq)
@@ -215,7 +226,7 @@ def _global_rows(site: AttentionSite, b: Builder, n: Lengths, present_key: ir.Va
     keys = key_mask_bool(site, b)
     if keys is not None:
         mask = b.And(mask, b.Unsqueeze(keys, b.ints(1, 2)))
-    out = b.Attention(query, present_key, present_value, mask, scale=spec.scale or None)
+    out = attend(site, b, query, present_key, present_value, mask)
     return b.Reshape(b.Transpose(out, perm=[0, 2, 1, 3]), b.ints(0, 0, -1))
 
 

@@ -3,8 +3,9 @@
 Nodes with equal signatures (attributes, optional inputs, head sizes) share one
 measurement. Per node the fastest candidate that matches the function body wins, for
 prefill and for decode separately; when they differ the node gets a switch on sequence
-length (see :mod:`.apply`). A provider not installed here cannot be measured: the
-choice then follows the target's static preference and says so.
+length (see :mod:`.apply`). A provider not installed here is measured by a worker in its own
+environment (OpenVINO EP, :mod:`fastattn.runtime.timing`); with neither, the choice follows
+the target's static preference and says so.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from fastattn.exporter.lowering.measure import ShapeCase, measure, profile_for
 from fastattn.exporter.lowering.portable import PORTABLE
 from fastattn.exporter.lowering.registry import by_name, candidates, rules
 from fastattn.exporter.lowering.target import Target
-from fastattn.runtime.providers import resolve
 
 log = logging.getLogger(__name__)
 
@@ -94,20 +94,20 @@ def _choose(site: AttentionSite, options: LoweringOptions, opset: int) -> Choice
         return Choice(PORTABLE, rejected=rejected)
     if options.only:
         return Choice(applicable[0], rejected=rejected)
-    try:
-        resolve([options.target.provider])
+    cases = profile_for(site, options.profile)
+    try:  # on the target's provider: here, or by a worker in the provider's own environment
+        measured = measure(site, [PORTABLE, *applicable], cases, options.target.provider, opset, options.repeats,
+                           options.threads, inline=not options.target.model_functions)  # fmt: skip
     except ProviderError as e:
         rejected["measurement"] = f"not measured ({e.what}); static preference"
         return Choice(applicable[0], rejected=rejected)
-    cases = profile_for(site, options.profile)
     timings: dict[str, dict[str, float]] = {}
-    for m in measure(site, [PORTABLE, *applicable], cases, options.target.provider, opset, options.repeats,
-                     options.threads):  # fmt: skip
+    for m in measured:
         if m.ms is None:
             rejected[m.rule] = m.reason
         else:
             timings.setdefault(m.case, {})[m.rule] = round(m.ms, 4)
-    return _fastest(timings, rejected, cases)
+    return _fastest(timings, rejected, cases, switch=options.target.decode_switch)
 
 
 # What a decode switch costs per layer and call beyond the one-node timings: the If, and the
@@ -119,13 +119,14 @@ def _choose(site: AttentionSite, options: LoweringOptions, opset: int) -> Choice
 SWITCH_COST_MS = 0.035
 
 
-def _fastest(timings: dict[str, dict[str, float]], rejected: dict[str, str], cases: Sequence[ShapeCase]) -> Choice:
+def _fastest(timings: dict[str, dict[str, float]], rejected: dict[str, str], cases: Sequence[ShapeCase],
+             switch: bool = True) -> Choice:  # fmt: skip
     """Per case the fastest rule valid in every case; decode gets its own rule when it differs
-    by more than a switch costs."""
+    by more than a switch costs (never without ``switch``: the prefill rule, or the fastest overall)."""
     valid = set.intersection(*(set(t) for t in timings.values())) - set(rejected)
     best = {case: min(valid, key=lambda r: timings[case][r]) for case in timings}
     decode = best.get("decode")
     main = best.get("prefill") or min(valid, key=lambda r: sum(timings[c][r] for c in timings))
-    if decode and decode != main and timings["decode"][main] - timings["decode"][decode] < SWITCH_COST_MS:
+    if decode and decode != main and (not switch or timings["decode"][main] - timings["decode"][decode] < SWITCH_COST_MS):
         decode = main
     return Choice(by_name(main), by_name(decode) if decode and decode != main else None, timings, rejected)

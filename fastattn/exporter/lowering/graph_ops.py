@@ -44,6 +44,19 @@ def arange(b: Builder, start: ir.Value, stop: ir.Value) -> ir.Value:
     return b.Range(scalar(b, start), scalar(b, stop), b.const(np.int64(1)))
 
 
+def pad_axis(b: Builder, x: ir.Value, rank: int, axis: int, before: ir.Value | None, after: ir.Value) -> ir.Value:
+    """Zero-pad ``x`` (of ``rank`` dims) along ``axis`` by the (1,) int64 ``before`` / ``after``.
+
+    Full-rank ``pads``, no ``axes`` input: OpenVINO EP (onnxruntime-openvino 1.24.1) refuses
+    Pad-18's ``axes`` ("length of pads_begin mismatches with rank of input").
+    """
+    axis %= rank
+    zeros = lambda k: [b.ints(*([0] * k))] if k else []  # noqa: E731
+    begin = [*zeros(axis), before if before is not None else b.ints(0), *zeros(rank - axis - 1)]
+    end = [*zeros(axis), after, *zeros(rank - axis - 1)]
+    return b.Pad(x, b.Concat(*begin, *end, axis=0))
+
+
 def split_heads(b: Builder, x: ir.Value, heads: int) -> ir.Value:
     """(B, T, H*D) -> (B, H, T, D)."""
     return b.Transpose(b.Reshape(x, b.ints(0, 0, heads, -1)), perm=[0, 2, 1, 3])
@@ -96,6 +109,22 @@ def visible(site: AttentionSite, b: Builder, qpos: ir.Value, kpos: ir.Value) -> 
     if spec.causal:
         return b.And(b.LessOrEqual(kpos, hi), b.Or(b.Greater(kpos, lo), global_key))
     return b.Or(b.And(b.Greater(kpos, lo), b.LessOrEqual(kpos, hi)), global_key)
+
+
+HIDDEN = -1e30  # additive score of a hidden key: exp underflows to exactly 0, and stays finite
+
+
+def score_bias(b: Builder, see: ir.Value, like: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """(bias, seen): 0 / :data:`HIDDEN` scores where ``see`` is true / false, and a keepdims boolean
+    per row that is true when the row sees any key (rows that see nothing must output zeros).
+
+    An added bias and one ``Softmax`` cost one pass over the scores where ``Where(see, scores,
+    -inf)``, ``Softmax`` and ``Where(see, probs, 0)`` cost two: 67 vs 120 ms (OpenVINO EP) and
+    124 vs 216 ms (CPU EP) for blocked sliding-window attention at S=4096, W=256, 8/2 heads x 64.
+    """
+    bias = b.Where(see, b.CastLike(b.const(0.0, "float32"), like), b.CastLike(b.const(HIDDEN, "float32"), like))
+    seen = b.Greater(b.ReduceMax(bias, b.ints(-1), keepdims=1), b.CastLike(b.const(-1.0, "float32"), like))
+    return bias, seen
 
 
 def window_bounds(site: AttentionSite, b: Builder, qpos: ir.Value) -> tuple[ir.Value, ir.Value]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from fastattn.exporter.lowering.base import OK, AttentionSite, Builder, LoweringRule, MatchResult
-from fastattn.exporter.lowering.graph_ops import INT64_MAX, BOOL, arange, length, presents
+from fastattn.exporter.lowering.graph_ops import BOOL, INT64_MAX, arange, length, pad_axis, presents, score_bias
 
 FLOAT = ir.DataType.FLOAT.value
 
@@ -56,9 +56,9 @@ class Hierarchical(LoweringRule):
         ns = b.Add(n, blocks)
 
         # raw keys in whole blocks, their real positions, their summaries
+        tail = b.Sub(b.Mul(blocks, b.ints(size)), raw)
         grid = lambda x: b.Reshape(  # noqa: E731  (Bt, Hkv, L, D) -> (Bt, Hkv, blocks, B, D)
-            b.Pad(b.Slice(x, n, b.ints(INT64_MAX), b.ints(2)), b.Concat(b.ints(0), b.Sub(b.Mul(blocks, b.ints(size)), raw),
-                                                                         axis=0), None, b.ints(2)),
+            pad_axis(b, b.Slice(x, n, b.ints(INT64_MAX), b.ints(2)), 4, 2, None, tail),
             b.Concat(b.ints(0, 0), blocks, b.ints(size, -1), axis=0),
         )  # fmt: skip
         kb, vb = grid(key), grid(value)
@@ -80,7 +80,7 @@ class Hierarchical(LoweringRule):
         scale = b.const(spec.scale, "float32") if spec.scale else b.Reciprocal(b.Sqrt(head))
         q = b.Mul(q, b.CastLike(scale, q))
         back = b.Sub(b.Sub(b.Mul(nq, b.ints(size)), seq), front)
-        q = b.Pad(q, b.Concat(front, back, axis=0), None, b.ints(3))  # (Bt, Hkv, g, nq*B, D)
+        q = pad_axis(b, q, 5, 3, front, back)  # (Bt, Hkv, g, nq*B, D)
         own_k = b.Unsqueeze(b.Slice(kb, qb0, blocks, b.ints(2)), b.ints(2))  # (Bt, Hkv, 1, nq, B, D)
         own_v = b.Unsqueeze(b.Slice(vb, qb0, blocks, b.ints(2)), b.ints(2))
         q_blocks = b.Reshape(q, b.Concat(b.ints(0, 0, 0), nq, b.ints(size, -1), axis=0))
@@ -88,13 +88,15 @@ class Hierarchical(LoweringRule):
         summary = b.MatMul(q, b.Transpose(b.Unsqueeze(sum_k, b.ints(2)), perm=[0, 1, 2, 4, 3]))
         summary = b.Reshape(summary, b.Concat(b.ints(0, 0, 0), nq, b.ints(size), ns, axis=0))  # (.., nq, B, ns)
         see = self._visible(site, b, n, qb0, nq, ns, blocks, real)  # (Bm, 1, 1, nq, B, ns + B)
-        scores = b.Where(see, b.Concat(summary, local, axis=-1), b.CastLike(b.const(float("-inf"), "float32"), q))
-        probs = b.Where(see, b.Softmax(scores, axis=-1), b.CastLike(b.const(0.0, "float32"), q))
+        bias, seen = score_bias(b, see, q)
+        probs = b.Softmax(b.Add(b.Concat(summary, local, axis=-1), bias), axis=-1)
 
         p_summary = b.Reshape(b.Slice(probs, b.ints(0), ns, b.ints(-1)), b.Concat(b.ints(0, 0, 0, -1), ns, axis=0))
         out = b.MatMul(p_summary, b.Unsqueeze(sum_v, b.ints(2)))  # (Bt, Hkv, g, nq*B, Dv)
         mine = b.MatMul(b.Slice(probs, ns, b.ints(INT64_MAX), b.ints(-1)), own_v)  # (.., nq, B, Dv)
         out = b.Add(out, b.Reshape(mine, b.Concat(b.ints(0, 0, 0, -1), b.Shape(mine, start=5), axis=0)))
+        seen = b.Reshape(seen, b.Concat(b.Shape(seen, start=0, end=3), b.ints(-1, 1), axis=0))  # (Bm, 1, 1, nq*B, 1)
+        out = b.Where(seen, out, b.CastLike(b.const(0.0, "float32"), out))  # rows that see nothing
         out = b.Slice(out, front, b.Add(front, seq), b.ints(3))  # the S queries
         out = b.Reshape(b.Transpose(out, perm=[0, 3, 1, 2, 4]), b.ints(0, 0, -1))  # (Bt, S, Hq*Dv)
         return (out, key, value) if site.presents_used else (out, None, None)
@@ -110,7 +112,7 @@ class Hierarchical(LoweringRule):
         mask = b.Cast(b.Cast(site.key_mask, to=BOOL), to=FLOAT)
         tail = b.Slice(mask, b.Mul(n, b.ints(size)), total, b.ints(1))
         pad = b.Sub(b.Mul(blocks, b.ints(size)), raw)
-        return b.Reshape(b.Pad(tail, b.Concat(b.ints(0), pad, axis=0), None, b.ints(1)), shape)
+        return b.Reshape(pad_axis(b, tail, 2, 1, None, pad), shape)
 
     @staticmethod
     def _visible(site: AttentionSite, b: Builder, n, qb0, nq, ns, blocks, real) -> ir.Value:

@@ -3,24 +3,31 @@
 Each candidate is lowered into a model holding only that node, timed on ONNX Runtime at
 each shape of the profile (median of repeated runs after warm-up), and checked against
 the portable function body on the same inputs: a candidate that disagrees is rejected.
+The timing itself is :mod:`fastattn.runtime.timing`, run here or, for a provider that lives
+in its own environment (OpenVINO EP), by its worker there.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
+import os
+import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
-import onnxruntime as ort
+from onnx_ir.passes.common import InlinePass, RemoveUnusedFunctionsPass
 
 from fastattn.attention.onnx_function import DOMAIN, OP_TYPE, attach_functions
+from fastattn.errors import ProviderError
+from fastattn.exporter.environments import PACKAGE_ROOT, here, python_for
 from fastattn.exporter.lowering.apply import Choice, lower
 from fastattn.exporter.lowering.base import AttentionSite, LoweringRule
 from fastattn.exporter.lowering.portable import PORTABLE
 from fastattn.runtime.providers import resolve
+from fastattn.runtime.timing import Timing, read_result, time_models, write_job
 
 
 @dataclass(frozen=True)
@@ -99,13 +106,7 @@ def feeds_for(site: AttentionSite, case: ShapeCase, seed: int = 0) -> dict[str, 
     return feeds
 
 
-@dataclass
-class Measurement:
-    rule: str
-    case: str
-    ms: float | None  # None: rejected
-    max_abs_error: float | None = None
-    reason: str = ""
+Measurement = Timing  # rule, case, ms (None: rejected), max_abs_error, reason
 
 
 def measure(
@@ -116,66 +117,47 @@ def measure(
     opset: int,
     repeats: int = 10,
     threads: int | None = None,
+    inline: bool = False,
 ) -> list[Measurement]:
-    """Time every rule at every case on ``provider``; check each against the portable body."""
-    providers = resolve([provider])
-    options = ort.SessionOptions()
-    options.log_severity_level = 4  # a candidate that fails is recorded as rejected, not printed
-    if threads:
-        options.intra_op_num_threads = threads
-    sessions = {}
-    for rule in [PORTABLE, *rules]:
-        model = single_site_model(site, opset)
-        model_site = AttentionSite.from_node(next(n for n in model.graph if AttentionSite.is_attention(n)))
-        lower(model, {model_site.node.name: Choice(rule)}, {model_site.node.name: model_site})
-        proto = ir.serde.serialize_model(model).SerializeToString()
-        sessions[rule.name] = ort.InferenceSession(proto, options, providers=providers)
-    results = []
-    for case in cases:
-        feeds = feeds_for(site, case)
-        reference = sessions[PORTABLE.name].run(None, feeds)
-        timed = {}
-        for rule in rules:
-            try:
-                got = sessions[rule.name].run(None, feeds)
-            except Exception as e:  # an EP may reject shapes or types at run time
-                results.append(Measurement(rule.name, case.name, None, reason=f"failed to run: {e}"[:200]))
-                continue
-            error = max(float(np.abs(a - b).max()) for a, b in zip(got, reference) if a.size)
-            scale = max(float(np.abs(b).max()) for b in reference if b.size)
-            if not error <= 1e-4 * max(scale, 1.0):
-                results.append(Measurement(rule.name, case.name, None, error, f"differs from the function body by {error:.2e}"))
-                continue
-            timed[rule.name] = error
-        medians = _interleaved_medians({name: sessions[name] for name in timed}, feeds, repeats)
-        results += [Measurement(name, case.name, medians[name], error) for name, error in timed.items()]
-    return results
+    """Time every rule at every case on ``provider``; check each against the portable body.
 
-
-ROUNDS = 3
-
-
-def _interleaved_medians(sessions: dict[str, ort.InferenceSession], feeds: dict, repeats: int) -> dict[str, float]:
-    """Median ms per session over ``ROUNDS`` rounds of ``repeats`` runs, sessions taking turns.
-
-    Rounds alternate the order, and a short pause before each session's runs lets the previous
-    session's spinning threads go idle, so no candidate is timed against another's threads.
+    ``inline``: function bodies are expanded into standard ops first (providers that do not run
+    model-local functions, OpenVINO EP). A provider missing here but installed in its own
+    environment is measured there by the :mod:`fastattn.runtime.timing` worker.
     """
-    per_round: dict[str, list[float]] = {name: [] for name in sessions}
-    order = list(sessions)
-    for r in range(ROUNDS):
-        for name in order if r % 2 == 0 else reversed(order):
-            time.sleep(0.02)
-            per_round[name].append(_median_ms(sessions[name], feeds, repeats))
-    return {name: statistics.median(values) for name, values in per_round.items()}
+    models = {rule.name: candidate_model(site, rule, opset, inline) for rule in dict.fromkeys([PORTABLE, *rules])}
+    feeds = [(case.name, feeds_for(site, case)) for case in cases]
+    timed = [rule.name for rule in rules]
+    if here(provider):
+        return time_models(models, PORTABLE.name, feeds, provider, repeats, threads, timed)
+    python = python_for(provider)
+    if python is None:
+        resolve([provider])  # raises the ProviderError saying what is missing and how to install it
+        raise ProviderError(f"provider {provider!r} is not usable here", f"create its environment: make {provider}-env")
+    return _remote(python, models, feeds, provider, repeats, threads, timed)
 
 
-def _median_ms(session: ort.InferenceSession, feeds: dict[str, np.ndarray], repeats: int) -> float:
-    for _ in range(2):
-        session.run(None, feeds)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+def candidate_model(site: AttentionSite, rule: LoweringRule, opset: int, inline: bool = False) -> bytes:
+    """The serialized one-node model of ``site`` lowered by ``rule`` (inlined when asked)."""
+    model = single_site_model(site, opset)
+    model_site = AttentionSite.from_node(next(n for n in model.graph if AttentionSite.is_attention(n)))
+    lower(model, {model_site.node.name: Choice(rule)}, {model_site.node.name: model_site})
+    if inline:
+        InlinePass()(model)
+        RemoveUnusedFunctionsPass()(model)
+    return ir.serde.serialize_model(model).SerializeToString()
+
+
+def _remote(python: Path, models: dict[str, bytes], feeds: list, provider: str, repeats: int,
+            threads: int | None, timed: list[str]) -> list[Measurement]:  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="fastattn-timing-") as tmp:
+        write_job(Path(tmp), models, PORTABLE.name, feeds, provider, repeats, threads, timed)
+        run = subprocess.run([str(python), "-m", "fastattn.runtime.timing", tmp], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)}, timeout=3600)  # fmt: skip
+        try:
+            return read_result(run.stdout)
+        except (RuntimeError, ValueError, IndexError) as e:
+            last = (run.stderr.strip().splitlines() or [f"exit code {run.returncode}"])[-1]
+            reason = str(e) if isinstance(e, RuntimeError) else last  # its own message, else what it printed
+            raise ProviderError(f"the {provider} timing worker ({python}) failed: {reason}",
+                                f"check `{python} -m fastattn.runtime.timing` runs") from e  # fmt: skip

@@ -10,12 +10,13 @@ from fastattn.exporter.lowering.target import Target
 def rules() -> list[LoweringRule]:
     """Every lowering rule, portable first (the fallback every target has)."""
     from fastattn.exporter.lowering.blocked_local import BLOCKED_LOCAL
+    from fastattn.exporter.lowering.blocked_matmul import BLOCKED_MATMUL
     from fastattn.exporter.lowering.gqa import GQA
     from fastattn.exporter.lowering.hierarchical import HIERARCHICAL
     from fastattn.exporter.lowering.mha import MHA
     from fastattn.exporter.lowering.onnx_attention import ONNX_ATTENTION
 
-    return [PORTABLE, GQA, MHA, ONNX_ATTENTION, BLOCKED_LOCAL, HIERARCHICAL]
+    return [PORTABLE, GQA, MHA, ONNX_ATTENTION, BLOCKED_LOCAL, BLOCKED_MATMUL, HIERARCHICAL]
 
 
 def candidates(target: Target) -> list[LoweringRule]:

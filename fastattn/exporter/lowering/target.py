@@ -31,6 +31,13 @@ class Target(str, Enum):
         return self is not Target.OPENVINO
 
     @property
+    def decode_switch(self) -> bool:
+        """Whether prefill and decode may get different kernels (an ``If`` on the sequence length).
+        OpenVINO EP (onnxruntime-openvino 1.24.1) fails to load a model with such an ``If`` ("OpenVINO
+        does not support the following ONNX operations: com.intel.ai.OpenVINO-EP-subgraph_1, ...")."""
+        return self is not Target.OPENVINO
+
+    @property
     def fusions(self) -> tuple[str, ...] | None:
         """The fusion rules to run; None = every rule on by default. For OpenVINO EP only those
         it runs: on onnxruntime-openvino 1.24.1 an ONNX RMSNormalization-23 model fails to load
