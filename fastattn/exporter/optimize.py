@@ -66,6 +66,10 @@ def optimize(
                   allow_shortfall=allow_shortfall, rules=rules)  # fmt: skip
     result.fusions = dict(report.counts)
     result.fusion_notes = list(report.notes)
+    if result.inlined:  # OpenVINO EP: scalar constants would split the graph into many partitions
+        from fastattn.exporter.openvino_graph import one_partition  # noqa: PLC0415
+
+        one_partition(model)
     fast = options.fast_decode
     if fast is not None:
         result.fusions["gqa_rotary"] = fold_rotary(model, fast.rope_theta, fast.head_size, fast.max_positions)
