@@ -11,6 +11,7 @@ from fastattn.exporter.lowering.base import AttentionSite
 from fastattn.exporter.lowering.blocked_local import BLOCKED_LOCAL
 from fastattn.exporter.lowering.gqa import GQA
 from fastattn.exporter.lowering.hierarchical import HIERARCHICAL
+from fastattn.exporter.lowering.hierarchical_attention import HIERARCHICAL_ATTENTION
 from fastattn.exporter.lowering.mha import MHA
 from fastattn.exporter.lowering.onnx_attention import ONNX_ATTENTION
 from tests.attention.grid import Case
@@ -37,20 +38,24 @@ def _feeds(case: HCase) -> dict[str, np.ndarray]:
     return feeds
 
 
-def _lowered(case: HCase) -> ir.Model:
+RULES = {"matmul": HIERARCHICAL, "attention": HIERARCHICAL_ATTENTION}
+
+
+def _lowered(case: HCase, rule=HIERARCHICAL) -> ir.Model:
     model = ir.serde.deserialize_model(single_node_model(case, has_mask=case.masked))
     site = AttentionSite.from_node(next(n for n in model.graph if AttentionSite.is_attention(n)))
-    assert HIERARCHICAL.check(site)
-    lower(model, {site.node.name: Choice(HIERARCHICAL)}, {site.node.name: site})
+    assert rule.check(site)
+    lower(model, {site.node.name: Choice(rule)}, {site.node.name: site})
     assert not any(AttentionSite.is_attention(n) for n in model.graph)
     return model
 
 
+@pytest.mark.parametrize("rule", RULES.values(), ids=RULES.keys())
 @pytest.mark.parametrize("case", HCASES + EXTRA, ids=str)
-def test_matches_function_body_and_numpy(case: HCase):
+def test_matches_function_body_and_numpy(case: HCase, rule):
     inputs = _feeds(case)
     body = run(ir.serde.deserialize_model(single_node_model(case, has_mask=case.masked)), inputs)
-    got = run(_lowered(case), inputs)
+    got = run(_lowered(case, rule), inputs)
     assert all(np.isfinite(g).all() for g in got)
     assert np.abs(got[0] - body[0]).max() < 1e-5
     assert np.abs(got[0] - case.reference()[0]).max() < 2e-6

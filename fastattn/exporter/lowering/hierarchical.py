@@ -19,12 +19,30 @@ OpenVINO EP loads it too. B, S, P and T are read at run time: shapes stay dynami
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import onnx_ir as ir
 
 from fastattn.exporter.lowering.base import OK, AttentionSite, Builder, LoweringRule, MatchResult
 from fastattn.exporter.lowering.graph_ops import BOOL, INT64_MAX, arange, length, pad_axis, presents, score_bias
 
 FLOAT = ir.DataType.FLOAT.value
+
+
+@dataclass(frozen=True)
+class _Blocks:
+    """The query blocks of a site and what they attend to (1-D int64 lengths, then tensors)."""
+
+    seq: ir.Value  # S
+    front: ir.Value  # padding rows before the first query in its block
+    nq: ir.Value  # blocks holding queries
+    ns: ir.Value  # summaries: cached, then one per raw block
+    q: ir.Value  # (Bt, Hkv, g, nq*B, D) unscaled, zero-padded to whole blocks
+    own_k: ir.Value  # (Bt, Hkv, nq, B, D) each query block's own keys
+    own_v: ir.Value
+    sum_k: ir.Value  # (Bt, Hkv, ns, D)
+    sum_v: ir.Value
+    see: ir.Value  # (Bm, nq, B, ns + B) boolean: summaries then own keys
 
 
 class Hierarchical(LoweringRule):
@@ -40,9 +58,38 @@ class Hierarchical(LoweringRule):
         return OK
 
     def rewrite(self, site: AttentionSite, b: Builder) -> tuple[ir.Value, ir.Value | None, ir.Value | None]:
+        key, value = presents(site, b)  # (Bt, Hkv, L, D)
+        parts = self._blocks(site, b, key, value)
+        out = self.attend(site, b, parts)  # (Bt, Hkv, g, nq*B, Dv)
+        out = b.Slice(out, parts.front, b.Add(parts.front, parts.seq), b.ints(3))  # the S queries
+        out = b.Reshape(b.Transpose(out, perm=[0, 3, 1, 2, 4]), b.ints(0, 0, -1))  # (Bt, S, Hq*Dv)
+        return (out, key, value) if site.presents_used else (out, None, None)
+
+    def attend(self, site: AttentionSite, b: Builder, p: _Blocks) -> ir.Value:
+        """Scores against the summaries (one MatMul over every query) and the own block (one batched
+        MatMul), one Softmax over both: (Bt, Hkv, g, nq*B, Dv)."""
+        spec, size = site.spec, site.spec.block
+        head = b.Cast(b.Shape(p.q, start=4), to=FLOAT)
+        scale = b.const(spec.scale, "float32") if spec.scale else b.Reciprocal(b.Sqrt(head))
+        q = b.Mul(p.q, b.CastLike(scale, p.q))
+        q_blocks = b.Reshape(q, b.Concat(b.ints(0, 0, 0), p.nq, b.ints(size, -1), axis=0))
+        local = b.MatMul(q_blocks, b.Transpose(b.Unsqueeze(p.own_k, b.ints(2)), perm=[0, 1, 2, 3, 5, 4]))
+        summary = b.MatMul(q, b.Transpose(b.Unsqueeze(p.sum_k, b.ints(2)), perm=[0, 1, 2, 4, 3]))
+        summary = b.Reshape(summary, b.Concat(b.ints(0, 0, 0), p.nq, b.ints(size), p.ns, axis=0))  # (.., nq, B, ns)
+        see = b.Unsqueeze(p.see, b.ints(1, 2))  # (Bm, 1, 1, nq, B, ns + B)
+        bias, seen = score_bias(b, see, q)
+        probs = b.Softmax(b.Add(b.Concat(summary, local, axis=-1), bias), axis=-1)
+        p_summary = b.Reshape(b.Slice(probs, b.ints(0), p.ns, b.ints(-1)), b.Concat(b.ints(0, 0, 0, -1), p.ns, axis=0))
+        out = b.MatMul(p_summary, b.Unsqueeze(p.sum_v, b.ints(2)))  # (Bt, Hkv, g, nq*B, Dv)
+        mine = b.MatMul(b.Slice(probs, p.ns, b.ints(INT64_MAX), b.ints(-1)), b.Unsqueeze(p.own_v, b.ints(2)))
+        out = b.Add(out, b.Reshape(mine, b.Concat(b.ints(0, 0, 0, -1), b.Shape(mine, start=5), axis=0)))
+        seen = b.Reshape(seen, b.Concat(b.Shape(seen, start=0, end=3), b.ints(-1, 1), axis=0))  # (Bm, 1, 1, nq*B, 1)
+        return b.Where(seen, out, b.CastLike(b.const(0.0, "float32"), out))  # rows that see nothing
+
+    def _blocks(self, site: AttentionSite, b: Builder, key: ir.Value, value: ir.Value) -> _Blocks:
+        """Where the blocks are, the raw keys in whole blocks, the summaries and the visibility."""
         spec = site.spec
         size = spec.block
-        key, value = presents(site, b)  # (Bt, Hkv, L, D)
         slots = length(b, key, 2)
         total = slots if site.key_mask is None else length(b, site.key_mask, 1)  # N positions
         seq = length(b, site.query, 1)
@@ -55,7 +102,6 @@ class Hierarchical(LoweringRule):
         front = b.Sub(first, b.Mul(qb0, b.ints(size)))
         ns = b.Add(n, blocks)
 
-        # raw keys in whole blocks, their real positions, their summaries
         tail = b.Sub(b.Mul(blocks, b.ints(size)), raw)
         grid = lambda x: b.Reshape(  # noqa: E731  (Bt, Hkv, L, D) -> (Bt, Hkv, blocks, B, D)
             pad_axis(b, b.Slice(x, n, b.ints(INT64_MAX), b.ints(2)), 4, 2, None, tail),
@@ -71,35 +117,15 @@ class Hierarchical(LoweringRule):
             b.Div(b.Squeeze(b.MatMul(b.CastLike(rows, x), blocked), b.ints(3)), b.CastLike(denom, x)),
             axis=2,
         )  # fmt: skip
-        sum_k, sum_v = summarize(key, kb), summarize(value, vb)  # (Bt, Hkv, ns, D)
 
-        # scores of the query blocks: summaries and own block
         q = b.Transpose(b.Reshape(site.query, b.ints(0, 0, spec.kv_num_heads, spec.group_size, -1)),
                         perm=[0, 2, 3, 1, 4])  # (Bt, Hkv, g, S, D)  # fmt: skip
-        head = b.Cast(b.Shape(q, start=4), to=FLOAT)
-        scale = b.const(spec.scale, "float32") if spec.scale else b.Reciprocal(b.Sqrt(head))
-        q = b.Mul(q, b.CastLike(scale, q))
         back = b.Sub(b.Sub(b.Mul(nq, b.ints(size)), seq), front)
-        q = pad_axis(b, q, 5, 3, front, back)  # (Bt, Hkv, g, nq*B, D)
-        own_k = b.Unsqueeze(b.Slice(kb, qb0, blocks, b.ints(2)), b.ints(2))  # (Bt, Hkv, 1, nq, B, D)
-        own_v = b.Unsqueeze(b.Slice(vb, qb0, blocks, b.ints(2)), b.ints(2))
-        q_blocks = b.Reshape(q, b.Concat(b.ints(0, 0, 0), nq, b.ints(size, -1), axis=0))
-        local = b.MatMul(q_blocks, b.Transpose(own_k, perm=[0, 1, 2, 3, 5, 4]))  # (.., nq, B, B)
-        summary = b.MatMul(q, b.Transpose(b.Unsqueeze(sum_k, b.ints(2)), perm=[0, 1, 2, 4, 3]))
-        summary = b.Reshape(summary, b.Concat(b.ints(0, 0, 0), nq, b.ints(size), ns, axis=0))  # (.., nq, B, ns)
-        see = self._visible(site, b, n, qb0, nq, ns, blocks, real)  # (Bm, 1, 1, nq, B, ns + B)
-        bias, seen = score_bias(b, see, q)
-        probs = b.Softmax(b.Add(b.Concat(summary, local, axis=-1), bias), axis=-1)
-
-        p_summary = b.Reshape(b.Slice(probs, b.ints(0), ns, b.ints(-1)), b.Concat(b.ints(0, 0, 0, -1), ns, axis=0))
-        out = b.MatMul(p_summary, b.Unsqueeze(sum_v, b.ints(2)))  # (Bt, Hkv, g, nq*B, Dv)
-        mine = b.MatMul(b.Slice(probs, ns, b.ints(INT64_MAX), b.ints(-1)), own_v)  # (.., nq, B, Dv)
-        out = b.Add(out, b.Reshape(mine, b.Concat(b.ints(0, 0, 0, -1), b.Shape(mine, start=5), axis=0)))
-        seen = b.Reshape(seen, b.Concat(b.Shape(seen, start=0, end=3), b.ints(-1, 1), axis=0))  # (Bm, 1, 1, nq*B, 1)
-        out = b.Where(seen, out, b.CastLike(b.const(0.0, "float32"), out))  # rows that see nothing
-        out = b.Slice(out, front, b.Add(front, seq), b.ints(3))  # the S queries
-        out = b.Reshape(b.Transpose(out, perm=[0, 3, 1, 2, 4]), b.ints(0, 0, -1))  # (Bt, S, Hq*Dv)
-        return (out, key, value) if site.presents_used else (out, None, None)
+        return _Blocks(
+            seq, front, nq, ns, pad_axis(b, q, 5, 3, front, back),
+            b.Slice(kb, qb0, blocks, b.ints(2)), b.Slice(vb, qb0, blocks, b.ints(2)),
+            summarize(key, kb), summarize(value, vb), self._visible(site, b, n, qb0, nq, ns, blocks, real),
+        )  # fmt: skip
 
     @staticmethod
     def _raw_mask(site: AttentionSite, b: Builder, n, raw, blocks, total) -> ir.Value:
@@ -116,7 +142,7 @@ class Hierarchical(LoweringRule):
 
     @staticmethod
     def _visible(site: AttentionSite, b: Builder, n, qb0, nq, ns, blocks, real) -> ir.Value:
-        """(Bm, 1, 1, nq, B, ns + B) boolean: the summaries, then the own-block keys, each query block sees."""
+        """(Bm, nq, B, ns + B) boolean: the summaries, then the own-block keys, each query block sees."""
         spec, size = site.spec, site.spec.block
         q_block = b.Unsqueeze(b.Add(b.Add(n, qb0), arange(b, b.ints(0), nq)), b.ints(1))  # (nq, 1)
         c = arange(b, b.ints(0), ns)
@@ -134,7 +160,7 @@ class Hierarchical(LoweringRule):
         else:
             own = b.Expand(own, b.Concat(b.ints(1, 1), b.ints(size, size), axis=0))
         other = b.Expand(b.Unsqueeze(other, b.ints(-2)), b.Concat(b.Shape(own, start=0, end=3), ns, axis=0))
-        return b.Unsqueeze(b.Concat(other, own, axis=-1), b.ints(1, 2))
+        return b.Concat(other, own, axis=-1)
 
 
 HIERARCHICAL = Hierarchical()

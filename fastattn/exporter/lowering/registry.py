@@ -13,10 +13,12 @@ def rules() -> list[LoweringRule]:
     from fastattn.exporter.lowering.blocked_matmul import BLOCKED_MATMUL
     from fastattn.exporter.lowering.gqa import GQA
     from fastattn.exporter.lowering.hierarchical import HIERARCHICAL
+    from fastattn.exporter.lowering.hierarchical_attention import HIERARCHICAL_ATTENTION
     from fastattn.exporter.lowering.mha import MHA
     from fastattn.exporter.lowering.onnx_attention import ONNX_ATTENTION
 
-    return [PORTABLE, GQA, MHA, ONNX_ATTENTION, BLOCKED_LOCAL, BLOCKED_MATMUL, HIERARCHICAL]
+    return [PORTABLE, GQA, MHA, ONNX_ATTENTION, BLOCKED_LOCAL, BLOCKED_MATMUL, HIERARCHICAL,
+            HIERARCHICAL_ATTENTION]
 
 
 def candidates(target: Target) -> list[LoweringRule]:
