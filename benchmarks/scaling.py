@@ -1,11 +1,13 @@
-"""Scaling with sequence length: full attention vs a sliding window (W=256), CPU EP, prefill and decode.
+"""Scaling with sequence length: full, sliding-window, global+local and hierarchical attention, prefill and decode.
 
-Three 2-layer decoders, d=512, 8 heads x 64 (the shapes of ``benchmarks/lowering.py``), identical
-but for the attention of every layer: full causal, sliding window W=256, or 16 global tokens
-plus a W=256 window. Both are exported
-for the CPU EP with lowering chosen by measurement at long shapes (prefill 1x4096, decode
-1x1+4096), then timed by ``fastattn bench`` at batch 1, S = 512 .. 16384. The window model's
-prefill should grow linearly (log-log slope ~1), full attention's towards quadratic (~2).
+2-layer decoders, d=512, 8 heads x 64 (the shapes of ``benchmarks/lowering.py``), identical
+but for the attention of every layer: full causal, sliding window W=256, 16 global tokens
+plus a W=256 window, or hierarchical with blocks of 64 or 128. Each is exported for the CPU
+EP, and the windowed and hierarchical ones also for OpenVINO EP (run in .venv-openvino),
+with lowering chosen by measurement at long shapes (prefill 1x4096, decode 1x1+4096), then
+timed by ``fastattn bench`` on the provider each was lowered for, at batch 1, S = 512 ..
+16384. A window's prefill should grow linearly (log-log slope ~1), full attention's towards
+quadratic (~2), hierarchical's as S·(B + S/B): ~1 while S/B < B, towards 2 beyond.
 
     python -m benchmarks.scaling            # -> benchmarks/results/scaling.{json,png,md}
     python -m benchmarks.scaling --quick    # tiny models, S = 64 .. 256: scaling-quick.*
@@ -40,7 +42,12 @@ MODELS = {
                             decoder_layers=(LayerAttention.parse(f"sliding:{WINDOW}"),) * 2),
     "global_local": BASE.replace(name=f"global16-local{WINDOW}-2x512",
                                  decoder_layers=(LayerAttention.parse(f"global_local:16:{WINDOW}"),) * 2),
+    "hierarchical64": BASE.replace(name="hierarchical64-2x512",
+                                   decoder_layers=(LayerAttention.parse("hierarchical:64"),) * 2),
+    "hierarchical128": BASE.replace(name="hierarchical128-2x512",
+                                    decoder_layers=(LayerAttention.parse("hierarchical:128"),) * 2),
 }  # fmt: skip
+OPENVINO = ("sliding", "global_local", "hierarchical64", "hierarchical128")  # also exported for OpenVINO EP
 SEQUENCES = (512, 1024, 2048, 4096, 8192, 16384)
 PROFILE = (ShapeCase("prefill", 1, 4096), ShapeCase("decode", 1, 1, past=4096))
 TINY = BASE.replace(name="full-tiny", vocab_size=64, d_model=32, num_heads=4, kv_heads=4, ffn_dim=64)
@@ -49,6 +56,7 @@ QUICK_MODELS = {
     "sliding": TINY.replace(name="sliding16-tiny", decoder_layers=(LayerAttention.parse("sliding:16"),) * 2),
     "global_local": TINY.replace(name="global2-local16-tiny",
                                  decoder_layers=(LayerAttention.parse("global_local:2:16"),) * 2),
+    "hierarchical64": TINY.replace(name="hierarchical8-tiny", decoder_layers=(LayerAttention.parse("hierarchical:8"),) * 2),
 }
 QUICK_SEQUENCES = (64, 128, 256)
 QUICK_PROFILE = (ShapeCase("prefill", 1, 128), ShapeCase("decode", 1, 1, past=128))
@@ -76,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="checkpoints and exports [build/scaling]")
     parser.add_argument("--fresh", action="store_true", help="re-export even when an export is current")
     parser.add_argument("--out", type=Path, default=None, help="results [benchmarks/results; --quick: the workdir]")
+    parser.add_argument("--no-openvino", action="store_true", help="CPU EP only")
     args = parser.parse_args(argv)
     workdir = args.workdir or Path("build") / ("scaling-quick" if args.quick else "scaling")
     out = args.out or (workdir if args.quick else RESULTS)
@@ -84,15 +93,19 @@ def main(argv: list[str] | None = None) -> int:
     exports = []
     for name, config in models.items():
         ckpt = checkpoint(name, config, workdir)
-        directory = workdir / f"{name}-cpu"
-        if args.fresh or not is_current(directory, config, Target.CPU, "fp32"):
-            print(f"exporting {directory.name}", flush=True)
-            export(ckpt, ExportOptions(directory, target=Target.CPU, threads=args.threads, force=True,
-                                       profile=profile))  # fmt: skip
-        exports.append(directory)
+        targets = [Target.CPU] + ([Target.OPENVINO] if name in OPENVINO and not args.no_openvino else [])
+        for target in targets:
+            directory = workdir / f"{name}-{target.value}"
+            if args.fresh or not is_current(directory, config, target, "fp32"):
+                print(f"exporting {directory.name}", flush=True)
+                export(ckpt, ExportOptions(directory, target=target, threads=args.threads, force=True,
+                                           profile=profile))  # fmt: skip
+            exports.append(directory)
     settings = Settings(args.threads, warmup=1, repeats=3, min_time=0.0, decode_steps=2) if args.quick else (
         Settings(args.threads, warmup=2, repeats=args.repeats, decode_steps=args.decode_steps))  # fmt: skip
-    plan = Plan.create(exports, ["cpu"], batches=(1,), sequences=sequences, sweep=True, settings=settings)
+    providers = ["cpu"] if args.no_openvino else ["cpu", "openvino"]
+    plan = Plan.create(exports, providers, batches=(1,), sequences=sequences, sweep=True, match_target=True,
+                       settings=settings)  # fmt: skip
     result = bench(plan, progress=lambda message: print(message, flush=True))
     stem = "scaling-quick" if args.quick else "scaling"
     result.save(out / f"{stem}.json")
@@ -102,12 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     full = models["full"]
     kinds = " vs ".join(str(m.decoder_layers[0]) for m in models.values())
     text = [
-        "# Scaling with sequence length: full attention vs sliding window vs global+local, CPU EP",
+        "# Scaling with sequence length: full vs sliding window vs global+local vs hierarchical, CPU EP and "
+        "OpenVINO EP",
         "",
         f"{len(models)} {len(full.decoder_layers)}-layer decoders (d={full.d_model}, {full.num_heads} heads x "
         f"{full.head_size}), identical but for attention: {kinds}; batch 1; prefill of S tokens, "
         "and decode steps on a cache "
-        f"of S tokens. Kernels chosen by measurement at the export: {kernels}. Reproduce: "
+        f"of S tokens; `-openvino` exports ran on OpenVINO EP, the others on the CPU EP. Kernels chosen by "
+        f"measurement at the export: {kernels}. Reproduce: "
         f"`python -m benchmarks.scaling{' --quick' if args.quick else ''}`.",
         "",
         about(result),

@@ -20,6 +20,7 @@ FULL, SLIDE4, SLIDE16 = (
     LayerAttention.parse("sliding:16"),
 )
 GLOBAL = LayerAttention.parse("global_local:2:4")
+HIER4, HIER5, CAUSAL = (LayerAttention.parse(p) for p in ("hierarchical:4", "hierarchical:5", "causal"))
 
 
 def tiny(**changes) -> ModelConfig:
@@ -38,6 +39,9 @@ MODELS = {
     "seq2seq-gqa": tiny(kv_heads=2, encoder_layers=(SLIDE4, FULL), decoder_layers=(FULL, SLIDE4)),
     "decoder-llama-no-bias": tiny(kv_heads=2, decoder_layers=(FULL, SLIDE16), activation=Activation.SWIGLU,
                                   norm=Norm.RMS, bias=False, tie_embeddings=False),
+    "encoder-hierarchical-causal": tiny(kv_heads=2, encoder_layers=(HIER4, CAUSAL, HIER5), num_labels=2),
+    "seq2seq-hierarchical": tiny(kv_heads=1, encoder_layers=(HIER5,), decoder_layers=(HIER4, FULL),
+                                 positions=Positions.LEARNED),
 }  # fmt: skip
 
 

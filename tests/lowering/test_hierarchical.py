@@ -12,6 +12,7 @@ from fastattn.exporter.lowering.blocked_local import BLOCKED_LOCAL
 from fastattn.exporter.lowering.gqa import GQA
 from fastattn.exporter.lowering.hierarchical import HIERARCHICAL
 from fastattn.exporter.lowering.hierarchical_attention import HIERARCHICAL_ATTENTION
+from fastattn.exporter.lowering.measure import ShapeCase, feeds_for, measure
 from fastattn.exporter.lowering.mha import MHA
 from fastattn.exporter.lowering.onnx_attention import ONNX_ATTENTION
 from tests.attention.grid import Case
@@ -80,3 +81,14 @@ def test_other_rules_refuse_hierarchical_nodes():
 def test_refuses_other_kinds():
     site, _ = site_and_model(Case(1, 9, 0, 4, 2, 8, causal=True, window=4), has_mask=False)
     assert not HIERARCHICAL.check(site)
+
+
+def test_measured_on_a_compact_cache_like_a_decoder_holds():
+    """Decode timings of hierarchical sites use the cache the model keeps: summaries + the open block."""
+    model = ir.serde.deserialize_model(single_node_model(HCase(1, 1, 1, 4, 2, 8, True, 8, masked=True), True))
+    site = AttentionSite.from_node(next(n for n in model.graph if AttentionSite.is_attention(n)))
+    feeds = feeds_for(site, ShapeCase("decode", 2, 1, past=100))
+    assert feeds["past_key"].shape == (2, 2, 100 // 8 + 100 % 8, 8) and feeds["key_mask"].shape == (2, 101)
+    results = measure(site, [HIERARCHICAL, HIERARCHICAL_ATTENTION], [ShapeCase("decode", 2, 1, past=100)], "cpu",
+                      opset=23, repeats=1, threads=1)  # fmt: skip
+    assert all(m.ms is not None and m.max_abs_error < 1e-5 for m in results), results

@@ -100,7 +100,10 @@ def feeds_for(site: AttentionSite, case: ShapeCase, seed: int = 0) -> dict[str, 
     feeds = {"query": f(case.batch, case.sequence, hq * d), "key": f(case.batch, keys, hkv * d),
              "value": f(case.batch, keys, hkv * dv)}  # fmt: skip
     if site.past_key is not None:
-        feeds.update(past_key=f(case.batch, hkv, case.past, d), past_value=f(case.batch, hkv, case.past, dv))
+        slots = case.past
+        if site.spec.block and site.key_mask is not None:  # a hierarchical model's cache: summaries + open block
+            slots = case.past // site.spec.block + case.past % site.spec.block
+        feeds.update(past_key=f(case.batch, hkv, slots, d), past_value=f(case.batch, hkv, slots, dv))
     if site.key_mask is not None:
         feeds["key_mask"] = np.ones((case.batch, case.past + keys), np.int64)
     return feeds

@@ -1,0 +1,125 @@
+"""Quality against cost: one 6-layer byte LM trained with full, sliding, global+local and hierarchical attention.
+
+The same model (preset ``default``'s recipe: RMSNorm, SwiGLU, rotary, GQA; 6 layers, d=128,
+4/2 heads) with every layer's attention one pattern, so every variant has the same
+parameters; trained on the stdlib corpus with the same data, steps, batch, sequence length
+and seed (``fastattn train lm`` through the training cache, so a rerun trains nothing).
+Each is scored on its held-out text at the training length (perplexity; the longest range a
+query can use there is the whole 1024-token sequence), exported for the CPU EP (lowering
+measured at a 4096-token prefill) and timed by ``fastattn bench`` at prefill S = 4096 and
+16384, batch 1, 2 threads.
+
+    python -m benchmarks.attention_quality          # -> benchmarks/results/attention_quality.{json,md}
+    python -m benchmarks.attention_quality --quick  # 2 patterns, 20 steps, S = 256 .. 512 (a smoke run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from fastattn.bench import Plan, Settings, bench
+from fastattn.bench.plan import default_threads
+from fastattn.bench.table import about, markdown
+from fastattn.exporter.lowering.measure import ShapeCase
+from fastattn.exporter.lowering.target import Target
+from fastattn.exporter.pipeline import ExportOptions, export
+from fastattn.models import checkpoint, preset
+from fastattn.models.config import parse_patterns
+from fastattn.runtime.manifest import Manifest
+from fastattn.train.cache import trained
+
+RESULTS = Path(__file__).parent / "results"
+BASE = preset("default").replace(name="quality-6x128", d_model=128, num_heads=4, kv_heads=2, ffn_dim=384,
+                                 decoder_layers=parse_patterns("full") * 6)  # fmt: skip
+PATTERNS = ("full", "sliding:64", "global_local:8:64", "hierarchical:32", "hierarchical:64")
+TRAINING = {"steps": 300, "batch": 8, "seq": 1024}
+SEQUENCES = (4096, 16384)
+PROFILE = (ShapeCase("prefill", 1, 4096), ShapeCase("decode", 1, 1, past=4096))
+QUICK = {"patterns": ("sliding:16", "hierarchical:16"), "training": {"steps": 20, "batch": 4, "seq": 128},
+         "sequences": (256, 512), "profile": (ShapeCase("prefill", 1, 256), ShapeCase("decode", 1, 1, past=256))}
+
+
+def config_for(pattern: str):
+    name = pattern.replace(":", "")
+    return BASE.replace(name=f"quality-{name}", decoder_layers=parse_patterns(pattern) * len(BASE.decoder_layers))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="two patterns, a few steps, short lengths")
+    parser.add_argument("--threads", type=int, default=default_threads())
+    parser.add_argument("--workdir", type=Path, default=None, help="exports [build/attention-quality]")
+    parser.add_argument("--out", type=Path, default=None, help="results [benchmarks/results; --quick: the workdir]")
+    args = parser.parse_args(argv)
+    patterns = QUICK["patterns"] if args.quick else PATTERNS
+    training = QUICK["training"] if args.quick else TRAINING
+    sequences = QUICK["sequences"] if args.quick else SEQUENCES
+    profile = QUICK["profile"] if args.quick else PROFILE
+    workdir = args.workdir or Path("build") / ("attention-quality-quick" if args.quick else "attention-quality")
+    out = args.out or (workdir if args.quick else RESULTS)
+    rows, exports = [], []
+    for pattern in patterns:
+        config = config_for(pattern)
+        start = time.perf_counter()
+        ckpt = trained("lm", config, **training)
+        _, _, metrics = checkpoint.extras(torch.load(ckpt, weights_only=True))
+        directory = workdir / config.name
+        if not (directory / "fastattn.json").exists():
+            print(f"exporting {directory.name}", flush=True)
+            export(ckpt, ExportOptions(directory, target=Target.CPU, threads=args.threads, force=True, profile=profile))
+        exports.append(directory)
+        record = json.loads(ckpt.with_suffix(".json").read_text()) if ckpt.with_suffix(".json").exists() else {}
+        rows.append({"pattern": pattern, "perplexity": metrics["perplexity"], "loss": metrics["loss"],
+                     "train_seconds": record.get("seconds"), "checkpoint": str(ckpt),
+                     "kernel": sorted({a.lowering for a in Manifest.load(directory).attention}),
+                     "ready_seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
+        print(f"{pattern}: held-out perplexity {metrics['perplexity']:.3f}", flush=True)
+    settings = Settings(args.threads, warmup=1, repeats=3, min_time=0.0, decode_steps=2) if args.quick else (
+        Settings(args.threads, warmup=2, repeats=5, min_time=0.0, decode_steps=4))  # fmt: skip
+    plan = Plan.create(exports, ["cpu"], batches=(1,), sequences=sequences, sweep=True, settings=settings)
+    result = bench(plan, progress=lambda message: print(message, flush=True))
+    stem = "attention_quality-quick" if args.quick else "attention_quality"
+    result.save(out / f"{stem}.json.bench")
+    prefill = {(r.export, r.sequence): r.prefill_ms or r.latency.p50 for r in result.rows}
+    decode = {(r.export, r.sequence): r.decode_tokens_per_s for r in result.rows}
+    for row, directory in zip(rows, exports, strict=True):
+        row["prefill_ms"] = {s: prefill.get((directory.name, s)) for s in sequences}
+        row["decode_tokens_per_s"] = {s: decode.get((directory.name, s)) for s in sequences}
+    (out / f"{stem}.json").write_text(json.dumps({"config": BASE.to_dict(), "training": training, "rows": rows},
+                                                 indent=1))  # fmt: skip
+    head = " | ".join(f"prefill {s} ms | decode tok/s after {s}" for s in sequences)
+    lines = [f"| attention | held-out perplexity | {head} | kernel |", "|---|---:|" + "---:|---:|" * len(sequences) + "---|"]
+    for row in rows:
+        cells = " | ".join(f"{_fmt(row['prefill_ms'][s])} | {_fmt(row['decode_tokens_per_s'][s])}" for s in sequences)
+        lines.append(f"| {row['pattern']} | {row['perplexity']:.3f} | {cells} | {', '.join(row['kernel'])} |")
+    text = [
+        "# Quality against cost: full, sliding, global+local and hierarchical attention in one 6-layer LM",
+        "",
+        f"`{BASE.name}`: {len(BASE.decoder_layers)} layers, d={BASE.d_model}, {BASE.num_heads}/{BASE.kv_heads} heads, "
+        f"ffn {BASE.ffn_dim}, byte vocabulary, every layer one pattern (equal parameters); `fastattn train lm` "
+        f"{training['steps']} steps of {training['batch']} x {training['seq']} tokens, seed 0, on the stdlib corpus; "
+        "perplexity on its held-out files at the training length. Prefill and decode: the CPU export, batch 1, "
+        f"`fastattn bench`. Reproduce: `python -m benchmarks.attention_quality{' --quick' if args.quick else ''}`.",
+        "",
+        about(result),
+        *lines,
+        "",
+        markdown(result),
+    ]
+    (out / f"{stem}.md").write_text("\n".join(text) + "\n")
+    print("\n".join(lines))
+    return 1 if result.failures else 0
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:,.1f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
