@@ -9,7 +9,9 @@ Everything the app needs is in OUT/fastattn.json:
 * ``graphs[].cache``: pairs ``{"past": "past_key_0", "present": "present_key_0"}``: feed each
   present back as its past at the next step; an empty cache has length 0. A windowed
   layer's cache dim reads ``min(past_sequence,K)``: its present keeps only the K positions
-  later tokens can see, so the app just feeds it back and that cache stops growing;
+  later tokens can see, so the app just feeds it back and that cache stops growing; a
+  hierarchical layer's reads ``summarized(past_sequence,B)`` (one summary per complete block
+  of B, then the open block's keys): fed back as it is too;
 * ``session.disabled_optimizers``: ORT optimizers to switch off when building sessions;
   ``session.memory_pattern_off``: graphs whose sessions run without memory patterns
   (windowed decoders: ORT would keep one pattern per step, and memory would grow).

@@ -12,7 +12,8 @@
 //                   as its past at the next step; an empty cache has length 0.
 //                   Past shapes are (batch, kv_heads, past_sequence, head_size); a windowed layer's
 //                   length reads min(past_sequence,K): its present keeps only the K positions later
-//                   tokens can see, so feeding it back keeps that cache from growing;
+//                   tokens can see, so feeding it back keeps that cache from growing; a hierarchical
+//                   layer's reads summarized(past_sequence,B): summaries of complete blocks + the open block;
 //   session         {"disabled_optimizers": [...]}: ORT optimizers to switch off when building sessions;
 //                   {"memory_pattern_off": [graph names]}: sessions to build with enableMemPattern false
 //                   (windowed decoders: ORT would keep one memory pattern per step and grow).

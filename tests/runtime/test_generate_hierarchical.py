@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -9,7 +13,7 @@ import fastattn.runtime as rt
 from fastattn.errors import InputError
 from fastattn.models import ModelConfig
 from fastattn.models.config import parse_patterns
-from tests.runtime.test_generate import _export, torch_greedy
+from tests.runtime.test_generate import ROOT, _export, torch_greedy
 
 # blocks of 8 and 5: 20 + 256 tokens cross 34 and 55 block borders
 HIER = ModelConfig(
@@ -65,3 +69,12 @@ def test_a_cache_of_the_wrong_length_is_refused(hier):
     assert set(feeds) == set(names)
     with pytest.raises(InputError, match=r"summarized\(past_sequence,8\) is 20//8 \+ 20%8 = 6"):
         model.run(feeds)
+
+
+def test_standalone_app_feeds_summarized_caches_back(hier):
+    """examples/generate_onnxruntime.py (onnxruntime + numpy, reads fastattn.json) gets the runtime's tokens."""
+    out = hier[1]
+    run = subprocess.run([sys.executable, "-I", str(ROOT / "examples" / "generate_onnxruntime.py"), str(out),
+                          ",".join(map(str, PROMPT)), "64"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout.strip().splitlines()[-1])["tokens"] == rt.load(out).generate(PROMPT, 64).tokens[0]

@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import fastattn.runtime as rt
 from fastattn.errors import InputError, LoadError, ProviderError
+from fastattn.runtime import dims
 from fastattn.runtime.manifest import Fill, GraphEntry, Manifest, TensorSpec
 from fastattn.runtime.session import GraphSession, check_inputs
 
@@ -396,3 +397,30 @@ def test_capped_dim_longer_than_its_cap_is_one_line():
 def test_capped_dim_must_match_the_mask():
     with pytest.raises(InputError, match=r"axis 2 is 3, but min\(past_sequence,4\) is min\(5,4\) = 4"):
         check_inputs(CAPPED, _capped(1, 6, 3))
+
+
+SUMMARIZED = [
+    TensorSpec("ids", "int64", ("batch", "sequence")),
+    TensorSpec("mask", "int64", ("batch", "past_sequence+sequence")),
+    TensorSpec("past_hier", "float32", ("batch", 1, "summarized(past_sequence,8)", 2)),
+]
+
+
+@pytest.mark.parametrize(("seq", "total"), [(1, 1), (1, 9), (1, 17), (4, 40), (7, 7)])
+def test_summarized_dim_is_blocks_plus_the_open_block(seq, total):
+    past = total - seq
+    feeds = {"ids": np.zeros((1, seq), np.int64), "mask": np.ones((1, total), np.int64),
+             "past_hier": np.zeros((1, 1, past // 8 + past % 8, 2), np.float32)}  # fmt: skip
+    _, sizes = check_inputs(SUMMARIZED, feeds)
+    assert sizes["past_sequence"] == past
+    assert dims.parse("summarized(past_sequence+sequence,8)").size({"past_sequence": past, "sequence": seq}) == (
+        total // 8 + total % 8)  # fmt: skip
+    assert dims.names("summarized(past_sequence,8)") == ("past_sequence",)
+
+
+def test_summarized_dim_must_match_the_mask():
+    feeds = {"ids": np.zeros((1, 1), np.int64), "mask": np.ones((1, 21), np.int64),
+             "past_hier": np.zeros((1, 1, 20, 2), np.float32)}  # fmt: skip
+    with pytest.raises(InputError) as e:
+        check_inputs(SUMMARIZED, feeds)
+    assert str(e.value).startswith("input 'past_hier' axis 2 is 20, but summarized(past_sequence,8) is 20//8 + 20%8 = 6")
