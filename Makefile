@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 DEMO := build/demo
 
-.PHONY: setup demo test clean openvino-env genai-env
+.PHONY: setup demo test lint clean openvino-env genai-env
 
 setup: $(VENV)/.installed
 
@@ -21,8 +21,14 @@ demo: setup
 	$(VENV)/bin/fastattn-export $(DEMO)/model.pt -o $(DEMO)/out --force
 	$(VENV)/bin/fastattn run $(DEMO)/out --random --size batch=1 --size sequence=16
 
-test: setup openvino-env
+test: setup openvino-env lint
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# Style, layers (import contracts, transitive) and types of the torch-free runtime.
+lint: setup
+	$(VENV)/bin/ruff check fastattn tests benchmarks examples
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf build .pytest_cache

@@ -56,8 +56,8 @@ def configs(quick: bool) -> dict:
 def export_all(quick: bool) -> dict[str, Path]:
     from benchmarks.providers import checkpoint, is_current
     from fastattn.exporter.lowering.measure import ShapeCase
-    from fastattn.exporter.lowering.target import Target
     from fastattn.exporter.pipeline import ExportOptions, export
+    from fastattn.targets import Target
 
     profile = (ShapeCase("prefill", 1, PROMPT), ShapeCase("decode", 1, 1, past=2048))
     outs = {}

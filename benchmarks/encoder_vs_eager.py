@@ -17,10 +17,10 @@ import torch
 
 from benchmarks.machine import describe
 from benchmarks.timing import block_medians
-from fastattn.exporter.lowering.target import Target
 from fastattn.exporter.pipeline import ExportOptions, export
 from fastattn.models import LayerAttention, ModelConfig, build, save
 from fastattn.models.config import NormPosition, Positions
+from fastattn.targets import Target
 
 THREADS = 2
 SEQUENCES = (128, 512)

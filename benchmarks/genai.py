@@ -119,11 +119,10 @@ def build_llama(directory: Path, prompt_ids: list[list[int]]) -> None:
 
 def build_fastattn(directory: Path) -> None:
     """Random checkpoint (seed 0), fp32 export, int8 and int4 quantized from it (gated on random samples)."""
-    from fastattn.exporter.pipeline import ExportOptions, export
-    from fastattn.exporter.quantization import QuantizeStep
-    from fastattn.exporter.rework import requantize
+    from fastattn.exporter.pipeline import ExportOptions, export, requantize
     from fastattn.models import build, save
     from fastattn.quantize import Mode, QuantOptions
+    from fastattn.quantize.step import QuantizeStep
 
     model = build(fastattn_config(), seed=0)
     ckpt = save(model, directory / "model.pt")

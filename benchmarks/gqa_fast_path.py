@@ -46,10 +46,9 @@ THREADS, PROMPT, NEW, ROUNDS, VOCAB = 2, 32, 128, 4, 32000
 
 def export_gqa() -> dict[str, Path]:
     """fp32 and int4 exports of the GenAI benchmark's fastattn checkpoint, attention lowered to GQA."""
-    from fastattn.exporter.pipeline import ExportOptions, export
-    from fastattn.exporter.quantization import QuantizeStep
-    from fastattn.exporter.rework import requantize
+    from fastattn.exporter.pipeline import ExportOptions, export, requantize
     from fastattn.quantize import Mode, QuantOptions
+    from fastattn.quantize.step import QuantizeStep
 
     ckpt = SOURCE / "model.pt"
     if not ckpt.is_file():

@@ -26,9 +26,9 @@ from fastattn.exporter.lowering.apply import Choice, lower
 from fastattn.exporter.lowering.choose import LoweringOptions, find_sites, plan
 from fastattn.exporter.lowering.measure import ShapeCase, feeds_for, single_site_model
 from fastattn.exporter.lowering.registry import by_name
-from fastattn.exporter.lowering.target import Target
-from fastattn.exporter.model_graphs import model_graphs
+from fastattn.families.fastattn.graphs import model_graphs
 from fastattn.models import LayerAttention, ModelConfig, build
+from fastattn.targets import Target
 
 THREADS = 2
 SLIDING = ModelConfig(name="sliding-2x512", vocab_size=256, d_model=512, num_heads=8, kv_heads=8, ffn_dim=1024,

@@ -28,11 +28,10 @@ from onnx import TensorProto, helper
 from benchmarks.gemm_rate import gemm_rates
 from benchmarks.machine import describe
 from benchmarks.timing import block_medians
-from fastattn.exporter.pipeline import ExportOptions, export
-from fastattn.exporter.quantization import QuantizeStep
-from fastattn.exporter.rework import requantize
+from fastattn.exporter.pipeline import ExportOptions, export, requantize
 from fastattn.models import LayerAttention, ModelConfig, checkpoint, preset
 from fastattn.quantize import Mode, QuantOptions
+from fastattn.quantize.step import QuantizeStep
 from fastattn.runtime import load
 from fastattn.train.cache import trained
 

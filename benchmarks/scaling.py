@@ -25,10 +25,10 @@ from fastattn.bench.plan import default_threads
 from fastattn.bench.plot import plot
 from fastattn.bench.table import about, markdown, slopes
 from fastattn.exporter.lowering.measure import ShapeCase
-from fastattn.exporter.lowering.target import Target
 from fastattn.exporter.pipeline import ExportOptions, export
 from fastattn.models import LayerAttention, ModelConfig
 from fastattn.runtime.manifest import Manifest
+from fastattn.targets import Target
 
 RESULTS = Path(__file__).parent / "results"
 WINDOW = 256

@@ -30,8 +30,8 @@ PROMPTS = [b"import os\nimport sys\n\ndef main(argv):\n    ", b"class Parser:\n 
 def run() -> dict:
     import fastattn.runtime as rt
     from fastattn.exporter.pipeline import ExportOptions, export
-    from fastattn.exporter.quantization import QuantizeStep
     from fastattn.quantize import Mode, QuantOptions
+    from fastattn.quantize.step import QuantizeStep
     from fastattn.train.cache import trained
 
     ckpt = trained("lm", DECODER, **DECODER_TRAINING)

@@ -17,6 +17,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from enum import StrEnum
+
+
+class AttentionKind(StrEnum):
+    """Which keys a query sees, in short (reports, manifests, lowering rules)."""
+
+    FULL = "full"
+    CAUSAL = "causal"
+    SLIDING = "sliding"
+    GLOBAL_LOCAL = "global_local"
 
 
 @dataclass(frozen=True)
@@ -44,13 +54,13 @@ class AttentionSpec:
         return self.num_heads // self.kv_num_heads
 
     @property
-    def kind(self) -> str:
-        """A short human name: full, causal, sliding, global_local."""
+    def kind(self) -> AttentionKind:
+        """Full, causal, sliding or global+local."""
         if self.global_tokens:
-            return "global_local"
+            return AttentionKind.GLOBAL_LOCAL
         if self.window:
-            return "sliding"
-        return "causal" if self.causal else "full"
+            return AttentionKind.SLIDING
+        return AttentionKind.CAUSAL if self.causal else AttentionKind.FULL
 
     @property
     def cache_limit(self) -> int:

@@ -2,7 +2,7 @@
 
 For each provider: when this environment's onnxruntime has it, its configurations run in
 worker processes of this Python; otherwise in worker processes of the Python of the
-environment that has it (``fastattn.exporter.environments.python_for``: ``.venv-<provider>``
+environment that has it (``fastattn.runtime.environments.python_for``: ``.venv-<provider>``
 or ``$FASTATTN_<PROVIDER>_PYTHON``), after a probe that checks that its onnxruntime really
 has the provider. A provider that no environment has becomes one line saying so and how to
 get it; the other providers still run. Each configuration is one worker process and one
@@ -38,7 +38,7 @@ from fastattn.bench.records import BenchResult, PlacementRecord, Row, Unavailabl
 from fastattn.bench.stats import PERCENTILE_METHOD
 from fastattn.bench.worker import call, environment
 from fastattn.errors import InputError
-from fastattn.exporter.environments import python_for
+from fastattn.runtime.environments import python_for
 from fastattn.runtime.manifest import Manifest
 from fastattn.runtime.providers import Provider
 

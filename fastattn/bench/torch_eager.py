@@ -1,6 +1,6 @@
 """PyTorch eager on the same weights and the same inputs as an export: the baseline rows.
 
-The checkpoint is loaded the way the exporter loads it (:func:`fastattn.exporter.prepare.prepare`:
+The checkpoint is loaded the way the exporter loads it (:func:`fastattn.families.registry.prepare`:
 a fastattn checkpoint with ``weights_only=True``; TorchScript, ``.pt2`` or, with
 ``allow_pickle``, a pickled module), into the same flat-tensor graphs the export was captured
 from, so inputs and outputs line up by name with the manifest. A fastattn checkpoint must have
@@ -36,7 +36,8 @@ from fastattn.bench.measure import (
 from fastattn.bench.plan import PYTORCH, Job
 from fastattn.bench.records import Phase, Row
 from fastattn.errors import InputError
-from fastattn.exporter.prepare import prepare
+from fastattn.families.base import PrepareRequest
+from fastattn.families.registry import prepare
 from fastattn.runtime.manifest import GraphEntry, Manifest
 from fastattn.runtime.session import sample_graph
 
@@ -60,7 +61,7 @@ def same_model(a: dict | None, b: dict | None) -> bool:
 
 def _modules(job: Job, manifest: Manifest) -> dict[str, torch.nn.Module]:
     inputs = tuple(manifest.graphs[0].inputs) if manifest.config is None else ()
-    prepared = prepare(Path(job.checkpoint), inputs, job.allow_pickle)
+    prepared = prepare(Path(job.checkpoint), PrepareRequest(inputs, job.allow_pickle))
     if manifest.config is not None and not same_model(prepared.config, manifest.config):
         raise InputError(
             f"{job.checkpoint} is not the model exported in {job.directory} (their configs differ)",

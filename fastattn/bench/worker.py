@@ -106,7 +106,7 @@ def call(python: Path | None, request: dict, timeout: float = 3600.0) -> dict:
     """Send ``request`` to a worker: a new process of ``python``, or this process when None."""
     if python is None:
         return answer(request)
-    from fastattn.exporter.environments import PACKAGE_ROOT
+    from fastattn.runtime.environments import PACKAGE_ROOT
 
     path = os.pathsep.join(p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")) if p)
     try:

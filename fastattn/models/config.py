@@ -12,12 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
 
 from fastattn.attention.spec import AttentionSpec
-
-
-class Arch(str, Enum):
-    ENCODER = "encoder"
-    DECODER = "decoder"
-    ENCODER_DECODER = "encoder_decoder"
+from fastattn.runtime.manifest import Arch
 
 
 class Pattern(str, Enum):

@@ -342,10 +342,22 @@ class ExportedModel:
         available: Sequence[str] | None = None,
     ) -> ExportedModel:
         """Read the manifest, resolve the providers (``"cuda"``, ``"cuda,cpu"`` or a list); no session yet."""
-        manifest = Manifest.load(directory)
+        return cls.from_manifest(directory, Manifest.load(directory), provider, threads, optimization, available)
+
+    @classmethod
+    def from_manifest(
+        cls,
+        directory: str | os.PathLike,
+        manifest: Manifest,
+        provider: ProviderRequest = "cpu",
+        threads: int | None = None,
+        optimization: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        available: Sequence[str] | None = None,
+    ) -> ExportedModel:
+        """The graphs in ``directory`` described by ``manifest`` (an export being written has none on disk yet)."""
         names = [p for p in provider.split(",") if p.strip()] if isinstance(provider, str) else provider
-        config = SessionConfig(threads, optimization, tuple(manifest.session.get("disabled_optimizers", ())),
-                               tuple(manifest.session.get("memory_pattern_off", ())), manifest.kv_buffer is not None)  # fmt: skip
+        config = SessionConfig(threads, optimization, tuple(manifest.session.disabled_optimizers),
+                               tuple(manifest.session.memory_pattern_off), manifest.kv_buffer is not None)  # fmt: skip
         config.session_options([])  # reject a bad thread count now, not at the first run
         return cls(directory, manifest, eps.resolve(names, available), config)
 
@@ -353,7 +365,7 @@ class ExportedModel:
         """The session of graph ``name`` (the only graph when None), built on first use."""
         entry = self.manifest.graph(name)
         if entry.name not in self._sessions:
-            path = self.directory / entry.file
+            path = self.manifest.path_of(self.directory, entry.file)
             self._sessions[entry.name] = GraphSession(entry, path, self.requested_providers, self.config)
         return self._sessions[entry.name]
 

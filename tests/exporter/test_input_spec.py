@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from fastattn.errors import ExportError, InputError
-from fastattn.exporter.input_spec import FORM, InputSpec, foreign_graph, parse_input_spec, parse_input_specs
-from fastattn.exporter.load import LoadedModel, ModelFormat
+from fastattn.families.load import LoadedModel, ModelFormat
+from fastattn.families.module.input_spec import FORM, InputSpec, foreign_graph, parse_input_spec, parse_input_specs
 from fastattn.runtime.manifest import Fill, TensorSpec
 
 

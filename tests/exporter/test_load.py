@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from fastattn.errors import InputError, LoadError
-from fastattn.exporter.load import ModelFormat, load_model
+from fastattn.families.load import ModelFormat, load_model
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ the portable function body on the same inputs: a candidate that disagrees is rej
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from collections.abc import Sequence
@@ -21,6 +22,8 @@ from fastattn.exporter.lowering.apply import Choice, lower
 from fastattn.exporter.lowering.base import AttentionSite, LoweringRule
 from fastattn.exporter.lowering.portable import PORTABLE
 from fastattn.runtime.providers import resolve
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ class Measurement:
     ms: float | None  # None: rejected
     max_abs_error: float | None = None
     reason: str = ""
+    spread: float = 0.0  # ms: half the range of the per-round medians (how much the figure moves)
 
 
 def measure(
@@ -147,16 +151,24 @@ def measure(
                 results.append(Measurement(rule.name, case.name, None, error, f"differs from the function body by {error:.2e}"))
                 continue
             timed[rule.name] = error
+        log.info("timing %s at %s (%s) on %s", ", ".join(timed), case.name, _shape(case), provider)
         medians = _interleaved_medians({name: sessions[name] for name in timed}, feeds, repeats)
-        results += [Measurement(name, case.name, medians[name], error) for name, error in timed.items()]
+        results += [Measurement(name, case.name, medians[name][0], error, spread=medians[name][1])
+                    for name, error in timed.items()]  # fmt: skip
     return results
 
 
 ROUNDS = 3
 
 
-def _interleaved_medians(sessions: dict[str, ort.InferenceSession], feeds: dict, repeats: int) -> dict[str, float]:
-    """Median ms per session over ``ROUNDS`` rounds of ``repeats`` runs, sessions taking turns.
+def _shape(case: ShapeCase) -> str:
+    return f"{case.batch}x{case.sequence}" + (f"+{case.past}" if case.past else "")
+
+
+def _interleaved_medians(sessions: dict[str, ort.InferenceSession], feeds: dict,
+                         repeats: int) -> dict[str, tuple[float, float]]:  # fmt: skip
+    """(median, spread) ms per session over ``ROUNDS`` rounds of ``repeats`` runs, sessions taking turns;
+    the spread is half the range of the round medians.
 
     Rounds alternate the order, and a short pause before each session's runs lets the previous
     session's spinning threads go idle, so no candidate is timed against another's threads.
@@ -167,7 +179,7 @@ def _interleaved_medians(sessions: dict[str, ort.InferenceSession], feeds: dict,
         for name in order if r % 2 == 0 else reversed(order):
             time.sleep(0.02)
             per_round[name].append(_median_ms(sessions[name], feeds, repeats))
-    return {name: statistics.median(values) for name, values in per_round.items()}
+    return {name: (statistics.median(v), (max(v) - min(v)) / 2) for name, v in per_round.items()}
 
 
 def _median_ms(session: ort.InferenceSession, feeds: dict[str, np.ndarray], repeats: int) -> float:

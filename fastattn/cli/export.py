@@ -1,0 +1,74 @@
+"""``fastattn export`` (``fastattn-export``): a model file or checkpoint directory to a validated export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from fastattn.cli.app import Command, command, force_option, json_option, progress, threads_option, verbose_option
+from fastattn.cli.options import lowering_options, quantize_options
+from fastattn.cli.summary import print_export
+from fastattn.errors import InputError
+from fastattn.targets import Target
+
+
+def _input_specs(_ctx, _param, values: tuple[str, ...]):
+    if not values:
+        return ()
+    from fastattn.families.module.input_spec import parse_input_spec  # noqa: PLC0415  (imports torch)
+
+    try:
+        return tuple(parse_input_spec(v) for v in values)
+    except InputError as e:
+        raise click.BadParameter(str(e)) from e
+
+
+@click.command("export", cls=Command)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output directory [default: <model>-fastattn].")
+@click.option(
+    "--input", "inputs", multiple=True, callback=_input_specs, metavar="NAME:DIMS:DTYPE[:FILL]",
+    help="An input of a model that is not fastattn's own, e.g. src:batch,seq,512:float32 (repeat per input). "
+    "FILL says how validation fills it: <N for token ids in [0, N), mask (ones, some rows padded), zeros, "
+    "normal; integer inputs without one hold 0 and 1. A dim written seq=12 is traced at 12.",
+)  # fmt: skip
+@click.option(
+    "--allow-pickle", is_flag=True,
+    help="Load a whole pickled nn.Module (torch.save(model)). Unpickling runs code from the file: "
+    "use only with files you trust.",
+)  # fmt: skip
+@click.option("--opset", type=click.IntRange(18, 23), default=None,
+              help="Default-domain ONNX opset of the captured graph [default: 20]; fusions and lowering raise it "
+              "to 23 where their ops need it (the report and manifest list the result).")  # fmt: skip
+@lowering_options()
+@click.option("--kv-buffer", is_flag=True,
+              help="Decoders on CPU: GroupQueryAttention with rotary inside and one shared past/present buffer "
+                   "(GenAI's decode path); rows must be unpadded, sequences at most max_positions long.")
+@quantize_options()
+@threads_option
+@force_option
+@json_option
+@verbose_option
+@command
+def export_command(model, output, inputs, allow_pickle, opset, lowering, kv_buffer, quantize, threads, force,
+                   as_json) -> None:  # fmt: skip
+    """Export MODEL (model.pt: fastattn checkpoint, TorchScript, .pt2 or pickled module) to ONNX, validated."""
+    from fastattn.exporter.options import DEFAULT_OPSET  # noqa: PLC0415
+    from fastattn.exporter.pipeline import ExportOptions, export  # noqa: PLC0415
+
+    target = Target(lowering.target)
+    options = ExportOptions(
+        output or model.with_name(model.name.rstrip("/") + "-fastattn"), inputs, allow_pickle,
+        opset or DEFAULT_OPSET, force=force, threads=threads, target=target, profile=lowering.profile,
+        only=lowering.only, lowering_plan=lowering.lowering_plan,
+        allow_fusion_shortfall=lowering.allow_fusion_shortfall, quantize=quantize.step(target), kv_buffer=kv_buffer,
+    )  # fmt: skip
+    with progress("exporting", quiet=as_json) as step:
+        result = export(model, options, progress=step)
+    print_export(result, as_json)
+
+
+def export_main() -> None:
+    """Entry point of ``fastattn-export`` (the same as ``fastattn export``)."""
+    export_command(prog_name="fastattn-export")

@@ -1,0 +1,156 @@
+"""The typed parts of ``fastattn.json`` beyond graphs: how sessions are built, the decode path, where nodes
+ran, what quantization did and how validation went. Each is a dataclass the schema checks on load
+(:mod:`fastattn.runtime.schema`); the exporter fills them, the runtime, reports and apps read them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnxruntime as ort
+
+from fastattn.runtime.schema import SchemaError
+
+
+@dataclass
+class SessionSettings:
+    """How sessions of an export should be built (the runtime applies it; other apps should too)."""
+
+    disabled_optimizers: list[str] = field(default_factory=list)  # ORT optimizers to turn off
+    why: str = ""
+    memory_pattern_off: list[str] = field(default_factory=list)  # graphs to run without memory patterns
+    memory_pattern_why: str = ""
+
+
+@dataclass
+class KvBuffer:
+    """The ``--kv-buffer`` decode path: rows must be unpadded and sequences at most ``max_length`` long;
+    past and present may be one buffer (see :mod:`fastattn.runtime.generate`)."""
+
+    max_length: int
+    rows: str = "unpadded"
+    why: str = ""
+
+    def _check(self, path: str) -> None:
+        if self.max_length < 1:
+            raise SchemaError(f"{path}.max_length", f"{self.max_length} is not a positive length")
+
+
+@dataclass
+class Placement:
+    """Where the nodes of one graph ran on a provider, from an ONNX Runtime profile."""
+
+    graph: str
+    requested: str  # the provider asked for first
+    providers: list[str]  # what the session uses
+    kernels: dict[str, int] = field(default_factory=dict)  # provider -> kernels run there
+    fallback: list[str] = field(default_factory=list)  # "op_type node_name" run elsewhere than requested
+    onnxruntime: str = ort.__version__
+
+    @property
+    def fell_back(self) -> bool:
+        return bool(self.fallback)
+
+
+@dataclass
+class PlacementRecord:
+    checked_with: str  # which onnxruntime, in which environment (or why it was not checked)
+    graphs: dict[str, Placement] = field(default_factory=dict)
+
+
+@dataclass
+class Figures:
+    """One model's figures on an evaluation set (None: does not apply, or no labels)."""
+
+    perplexity: float | None = None
+    accuracy: float | None = None
+    agreement: float | None = None  # top-1 agreement with the reference model
+    cosine: float | None = None  # cosine of the main output with the reference model
+
+
+@dataclass
+class GateRecord:
+    max_ppl_increase: float  # relative: 0.01 = perplexity may grow by 1%
+    min_cosine: float  # of the main output with the float model
+    max_accuracy_drop: float  # absolute: 0.01 = one point of accuracy
+
+
+@dataclass
+class WeightRecord:
+    """A weight MatMul/Gemm quantization touched or kept in float (with why)."""
+
+    graph: str
+    node: str
+    op: str
+    weight: str
+    shape: list[int]
+    module: str
+    reason: str = ""
+
+
+@dataclass
+class AttemptRecord:
+    kept: list[str]  # weights (graph:node) kept in float on top of the user's keep list
+    figures: Figures
+    failures: list[str]
+
+
+@dataclass
+class QuantizationRecord:
+    mode: str
+    passed: bool
+    failures: list[str]
+    gate: GateRecord
+    data: str  # where the evaluation set came from
+    task: str
+    calibration: str | None = None
+    settings: dict = field(default_factory=dict)  # what the tool was asked, and why (free-form)
+    size_before: int = 0
+    size_after: int = 0
+    figures: dict[str, Figures] = field(default_factory=dict)  # pytorch / float / quantized
+    quantized: list[WeightRecord] = field(default_factory=list)
+    kept: list[WeightRecord] = field(default_factory=list)
+    ops: dict[str, int] = field(default_factory=dict)
+    sensitivity: dict[str, float] = field(default_factory=dict)  # graph:node -> share of the gate alone
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """An output passes when ``max_abs <= atol + rtol * max|reference|`` and ``cosine >= min_cosine``."""
+
+    atol: float
+    rtol: float
+    min_cosine: float
+
+
+@dataclass
+class OutputStats:
+    name: str
+    max_abs: float
+    max_rel: float
+    mean_abs: float
+    cosine: float
+    passed: bool
+    note: str = ""
+
+
+@dataclass
+class CaseRecord:
+    graph: str
+    case: str
+    sizes: dict[str, int]
+    padded: bool
+    decode_steps: int
+    passed: bool
+    outputs: list[OutputStats]
+
+
+@dataclass
+class ValidationRecord:
+    passed: bool
+    precision: str
+    tolerance: Tolerance
+    cases: list[CaseRecord] = field(default_factory=list)
+    against: str = "PyTorch"  # the reference: PyTorch, transformers, or an earlier export
