@@ -20,6 +20,7 @@ from rich.table import Table
 
 from fastattn.bench.cli import bench as bench_command
 from fastattn.errors import FastAttnError, InputError
+from fastattn.edge.cli import package_command
 from fastattn.exporter.lowering.target import Target
 from fastattn.generate_cli import generate_command
 from fastattn.quantize.cli import quantize_options, quantize_step
@@ -92,13 +93,15 @@ def _parse_input_specs(_ctx, _param, values: tuple[str, ...]):
               help="Decoders on CPU: GroupQueryAttention with rotary inside and one shared past/present buffer "
                    "(GenAI's decode path); rows must be unpadded, sequences at most max_positions long.")
 @quantize_options()
+@click.option("--package", "packages", multiple=True, type=click.Choice(["ort"]),
+              help="Also write an edge package: ort = <graph>.ort + required_operators.config (minimal ORT builds).")
 @click.option("--threads", type=int, default=None, help="ONNX Runtime threads used for validation.")
 @click.option("-f", "--force", is_flag=True, help="Replace a non-empty output directory.")
 @verbose_option
 @_handle_errors
 def export_command(
-    model, output, inputs, allow_pickle, opset, target, profile, only, allow_fusion_shortfall, kv_buffer, threads,
-    force, verbose, **quantize,
+    model, output, inputs, allow_pickle, opset, target, profile, only, allow_fusion_shortfall, kv_buffer, packages,
+    threads, force, verbose, **quantize,
 ) -> None:  # fmt: skip
     """Export MODEL (model.pt: fastattn checkpoint, TorchScript, .pt2 or pickled module) to ONNX, validated."""
     from fastattn.exporter.capture import DEFAULT_OPSET
@@ -109,7 +112,7 @@ def export_command(
     options = ExportOptions(
         output, inputs, allow_pickle, opset or DEFAULT_OPSET, force=force, threads=threads, target=Target(target),
         profile=profile, only=only, allow_fusion_shortfall=allow_fusion_shortfall,
-        quantize=quantize_step(target, **quantize), kv_buffer=kv_buffer,
+        quantize=quantize_step(target, **quantize), kv_buffer=kv_buffer, package_ort="ort" in packages,
     )  # fmt: skip
     with err.status("exporting") as status:
         result = export(model, options, progress=lambda message: status.update(message))
@@ -323,6 +326,7 @@ def _default_sizes(entry, given: dict[str, int]) -> dict[str, int]:
 main.add_command(train_command)
 main.add_command(bench_command)
 main.add_command(generate_command)
+main.add_command(package_command)
 
 
 if __name__ == "__main__":

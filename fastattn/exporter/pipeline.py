@@ -78,6 +78,7 @@ class ExportOptions:
     # Decoders: GenAI's decode path (unguarded GQA with rotary inside; past and present can be
     # one buffer). Rows must be unpadded; sequences at most max_positions long.
     kv_buffer: bool = False
+    package_ort: bool = False  # also write <graph>.ort + required_operators.config (fastattn.edge.ort_format)
 
 
 @dataclass
@@ -174,6 +175,10 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
             save_npz(prepared.eval_set, staging.path / EVAL_FILE)
         if prepared.tokenizer is not None:
             (staging.path / "tokenizer.json").write_text(json.dumps(prepared.tokenizer, indent=2) + "\n")
+        if options.package_ort and result.passed and gate_failure is None:
+            from fastattn.edge.ort_format import build as build_ort
+
+            manifest.ort_format = build_ort(staging.path, staging.path, manifest, options.threads, step).to_dict()
         timings["total"] = time.perf_counter() - clock
         return finish(staging, manifest, result, timings, notes, f"nothing was written to {destination}", gate_failure)
 

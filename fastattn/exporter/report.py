@@ -48,9 +48,16 @@ def render(manifest: Manifest, timings: dict[str, float] | None = None, notes: l
     lines += _lowering(manifest)
     lines += _placement(manifest.placement)
     lines += _quantization(manifest.quantization)
+    lines += _ort_format(manifest.ort_format)
     lines += ["", *_validation(manifest.validation), "", "## Versions", ""]
     lines += [", ".join(f"{k} {v}" for k, v in manifest.versions.items()), ""]
     return "\n".join(lines)
+
+
+def _ort_format(entry: dict | None) -> list[str]:
+    from fastattn.edge.ort_format import report_lines
+
+    return report_lines(entry)
 
 
 def _lowering(manifest: Manifest) -> list[str]:

@@ -146,6 +146,8 @@ class Manifest:
     # The --kv-buffer decode path: {"max_length": N, "rows": "unpadded", "why": ...}; rows must be
     # unpadded and sequences at most N long; past and present may be one buffer (see runtime.generate)
     kv_buffer: dict | None = None
+    # The ORT-format package beside the .onnx files (fastattn.edge.ort_format.OrtPackage.to_dict)
+    ort_format: dict | None = None
     validation: dict | None = None
     versions: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
