@@ -18,6 +18,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from fastattn.edge.web import is_web
 from fastattn.errors import InputError
 from fastattn.runtime.providers import Provider
 
@@ -47,6 +48,8 @@ class ProviderChoice:
     def parse(cls, text: str) -> ProviderChoice:
         """``cpu``, ``OpenVINO``, ``CUDAExecutionProvider`` -> a choice; an unknown name is an InputError."""
         name = text.strip()
+        if is_web(name):  # onnxruntime-web, driven in Node (fastattn.edge.web)
+            return cls(name.lower(), name.lower())
         provider = Provider.find(name)
         if provider is not None:
             return cls(provider.name.lower(), provider.info.ort_name)

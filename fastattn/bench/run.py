@@ -37,6 +37,7 @@ from fastattn.bench.plan import PYTORCH, Job, Plan, ProviderChoice
 from fastattn.bench.records import BenchResult, PlacementRecord, Row, Unavailable
 from fastattn.bench.stats import PERCENTILE_METHOD
 from fastattn.bench.worker import call, environment
+from fastattn.edge.web import is_web
 from fastattn.errors import InputError
 from fastattn.exporter.environments import python_for
 from fastattn.runtime.manifest import Manifest
@@ -105,6 +106,10 @@ def install_fix(choice: ProviderChoice) -> str:
 
 def locate(choice: ProviderChoice, isolate: bool = True) -> Environment | Unavailable:
     """The environment that has the provider, checked by a probe; or why none has it."""
+    if is_web(choice.name):
+        from fastattn.edge.web.bench import locate as locate_web
+
+        return locate_web(choice, isolate)
     if choice.ort_name in ort.get_available_providers():
         return Environment(choice.name, Path(sys.executable) if isolate else None, environment())
     fix = install_fix(choice)

@@ -94,15 +94,23 @@ def _choose(site: AttentionSite, options: LoweringOptions, opset: int) -> Choice
         return Choice(PORTABLE, rejected=rejected)
     if options.only:
         return Choice(applicable[0], rejected=rejected)
+    measure_on, provider = measure, options.target.provider
     try:
-        resolve([options.target.provider])
+        if options.target.web:  # onnxruntime-web in Node
+            from fastattn.edge.web.lowering import measure as measure_on
+            from fastattn.edge.web.node import runtime
+
+            runtime()
+            provider = options.target.value
+        else:
+            resolve([provider])
     except ProviderError as e:
         rejected["measurement"] = f"not measured ({e.what}); static preference"
         return Choice(applicable[0], rejected=rejected)
     cases = profile_for(site, options.profile)
     timings: dict[str, dict[str, float]] = {}
-    for m in measure(site, [PORTABLE, *applicable], cases, options.target.provider, opset, options.repeats,
-                     options.threads):  # fmt: skip
+    for m in measure_on(site, [PORTABLE, *applicable], cases, provider, opset, options.repeats,
+                        options.threads):  # fmt: skip
         if m.ms is None:
             rejected[m.rule] = m.reason
         else:

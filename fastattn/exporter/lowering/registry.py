@@ -19,7 +19,7 @@ def rules() -> list[LoweringRule]:
 
 def candidates(target: Target) -> list[LoweringRule]:
     """The rules a target may use."""
-    return [r for r in rules() if target.value in r.targets and (target.contrib_ops or not r.contrib)]
+    return [r for r in rules() if target.rules_of in r.targets and (target.contrib_ops or not r.contrib)]
 
 
 def by_name(name: str) -> LoweringRule:

@@ -12,16 +12,29 @@ class Target(str, Enum):
     CPU = "cpu"
     OPENVINO = "openvino"
     CUDA = "cuda"
+    WASM = "wasm"  # onnxruntime-web's WebAssembly EP: the CPU EP's kernels compiled to wasm (fastattn.edge.web)
 
     @property
     def provider(self) -> str:
         """The runtime's short provider name measurements and validation use."""
-        return "cpu" if self is Target.PORTABLE else self.value
+        return "cpu" if self in (Target.PORTABLE, Target.WASM) else self.value
+
+    @property
+    def web(self) -> bool:
+        """Measured on onnxruntime-web in Node (fastattn.edge.web); validated on the CPU EP, whose kernels
+        the wasm build compiles (measured, onnxruntime-web 1.30: every lowering rule, the contrib ops
+        of the fusions, int8 and int4 run there; benchmarks/results/web.md)."""
+        return self is Target.WASM
+
+    @property
+    def rules_of(self) -> str:
+        """The target whose lowering rules apply: wasm runs the CPU EP's."""
+        return "cpu" if self is Target.WASM else self.value
 
     @property
     def contrib_ops(self) -> bool:
         """Whether ORT's com.microsoft contrib ops may appear (OpenVINO EP does not run them)."""
-        return self in (Target.CPU, Target.CUDA)
+        return self in (Target.CPU, Target.CUDA, Target.WASM)
 
     @property
     def model_functions(self) -> bool:
