@@ -19,9 +19,10 @@ def render(record: dict) -> str:
              f"Machine: {record['machine']}.", "",
              "Batch 1, S = 128 tokens; decoders: prefill of 128 tokens, then 16-token decode rounds on that cache. "
              "CPU EP rows bind inputs once (IOBinding); wasm rows copy them into the wasm heap at every run, as an app "
-             "does. Each configuration in its own worker process. Medians.", "",
-             "| export | target | prec | provider | threads | prefill / encode ms | decode ms/token | decode tok/s | wasm / cpu |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "does. Each configuration in its own worker process. Medians. others' CPU: share of the machine other "
+             "processes used during a CPU EP block (the machine was shared; compare rows of one export only).", "",
+             "| export | target | prec | provider | threads | prefill / encode ms | decode ms/token | decode tok/s | wasm / cpu | others' CPU |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     cpu = {r["export"]: r for r in record["rows"] if r["provider"] == "cpu"}
     for r in record["rows"]:
         first = r["phases"][0]["name"]
@@ -36,7 +37,8 @@ def render(record: dict) -> str:
                      if decode else
                      f"| {r['export']} | {r['target']} | {r['precision']} | {r['provider']} | {r['threads']} | "
                      f"{main:.2f} | - | - |")  # fmt: skip
-        lines[-1] += f" {ratio} |"
+        others = r.get("others_cpu")
+        lines[-1] += f" {ratio} | {'' if others is None else f'{others:.0%}'} |"
     for u in record["unavailable"]:
         lines += ["", f"{u['provider']}: not available: {u['reason']}"]
     for f in record["failures"]:
@@ -63,6 +65,10 @@ def render(record: dict) -> str:
     for op in sorted(o for o in ops if not o.startswith("ai.onnx::") or o.split("::")[1] in SHOWN_STANDARD):
         where = ops[op]
         lines.append(f"| {op} | {'yes' if any(w in ran for w in where) else 'NO'} | {', '.join(where)} |")
+    timed = {rule for e in record["exports"].values() if e["target"] == "wasm" for a in e["lowering"]
+             for t in a["timings"].values() for rule in t}  # fmt: skip
+    for rule, op in RULE_OPS.items():
+        lines.append(f"| {op} | {'yes' if rule in timed else 'not timed'} | one-node `{rule}` candidate of -t wasm |")
     lines += ["", "## Lowering measured on wasm (`-t wasm`: one-node models timed in Node, ms)", ""]
     for name, e in record["exports"].items():
         if e["target"] != "wasm":
@@ -79,5 +85,10 @@ def render(record: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+RULE_OPS = {
+    "gqa": "com.microsoft::GroupQueryAttention", "mha": "com.microsoft::MultiHeadAttention",
+    "onnx-attention": "ai.onnx::Attention (opset 23)", "blocked-local": "ai.onnx::Attention-23 in query blocks (If, Pad)",
+    "portable": "fastattn::Attention (model-local ONNX function)",
+}
 SHOWN_STANDARD = {"Attention", "MatMulInteger", "DynamicQuantizeLinear", "If", "RMSNormalization", "LayerNormalization",
                   "RotaryEmbedding", "Softmax", "Gelu"}
