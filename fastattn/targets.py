@@ -21,6 +21,7 @@ class Target(StrEnum):
     CPU = "cpu"
     OPENVINO = "openvino"
     CUDA = "cuda"
+    WASM = "wasm"  # onnxruntime-web's WebAssembly EP: the CPU EP's kernels compiled to wasm
 
     @property
     def spec(self) -> TargetSpec:
@@ -52,6 +53,8 @@ class TargetSpec:
     int4_accuracy_level: tuple[int, str] = (0, "")  # MatMulNBits compute type left unset, and why
     fp16_compute: bool = False  # the provider computes float16 natively (else Casts to float32)
     check_placement: bool = False  # list the nodes the provider leaves to the CPU EP (it does so silently)
+    rules_as: Target | None = None  # the target whose lowering rules it runs (wasm: the CPU EP's)
+    web: bool = False  # candidates are timed on onnxruntime-web in Node (fastattn.runtime.web)
     note: str = ""  # what a user should know (said in reports)
 
 
@@ -83,5 +86,15 @@ TARGETS: dict[Target, TargetSpec] = {
         provider="cuda", contrib_ops=True, model_functions=True, fusions=None, fp16_compute=True,
         int4_accuracy_level=(0, "left unset: the level selects CPU kernels; CUDA computes in the activations' "
                                 "float type"),
+    ),  # fmt: skip
+    # onnxruntime-web 1.30 (measured in Node, benchmarks/results/web.md): every lowering rule, the
+    # fusions' contrib ops, int8 and int4 run there; validation runs on the CPU EP, whose kernels it
+    # compiles. GroupQueryAttention's prefill is 5-7x slower than the others there: measured, not assumed.
+    Target.WASM: TargetSpec(
+        provider="cpu", contrib_ops=True, model_functions=True, fusions=None,
+        disabled_optimizers=("SkipLayerNormFusion",), disabled_why=SKIP_LAYER_NORM_FUSION,
+        int4_accuracy_level=(4, "as on the CPU EP, whose kernels the wasm build compiles"),
+        rules_as=Target.CPU, web=True,
+        note="int4 decodes 10-20x slower than int8 on wasm (MatMulNBits has no fast wasm kernel): int8 is the web format",
     ),  # fmt: skip
 }

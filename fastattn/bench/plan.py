@@ -20,6 +20,7 @@ import onnxruntime as ort
 
 from fastattn.errors import InputError
 from fastattn.runtime.providers import Provider
+from fastattn.runtime.web import is_web
 
 PYTORCH = "pytorch"  # the provider name of PyTorch eager rows
 
@@ -47,6 +48,8 @@ class ProviderChoice:
     def parse(cls, text: str) -> ProviderChoice:
         """``cpu``, ``OpenVINO``, ``CUDAExecutionProvider`` -> a choice; an unknown name is an InputError."""
         name = text.strip()
+        if is_web(name):  # onnxruntime-web, driven in Node (fastattn.runtime.web)
+            return cls(name.lower(), name.lower())
         provider = Provider.find(name)
         if provider is not None:
             return cls(provider.name.lower(), provider.info.ort_name)

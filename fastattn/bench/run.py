@@ -41,6 +41,7 @@ from fastattn.errors import InputError
 from fastattn.runtime.environments import python_for
 from fastattn.runtime.manifest import Manifest
 from fastattn.runtime.providers import Provider
+from fastattn.runtime.web import is_web
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,10 @@ def install_fix(choice: ProviderChoice) -> str:
 
 def locate(choice: ProviderChoice, isolate: bool = True) -> Environment | Unavailable:
     """The environment that has the provider, checked by a probe; or why none has it."""
+    if is_web(choice.name):
+        from fastattn.bench.web import locate as locate_web
+
+        return locate_web(choice, isolate)
     if choice.ort_name in ort.get_available_providers():
         return Environment(choice.name, Path(sys.executable) if isolate else None, environment())
     fix = install_fix(choice)

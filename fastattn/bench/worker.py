@@ -32,6 +32,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from fastattn.errors import FastAttnError
+from fastattn.runtime.web import is_web
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +58,21 @@ def handle(request: dict) -> object:
     if op == "probe":
         return environment()
     if op == "measure":
+        job = Job.from_dict(request["job"])
+        if is_web(job.provider):  # onnxruntime-web: this worker drives Node (fastattn.runtime.web)
+            from fastattn.bench.web import measure as measure_web
+
+            return measure_web(job).to_dict()
         from fastattn.bench.measure import measure
 
-        return measure(Job.from_dict(request["job"])).to_dict()
+        return measure(job).to_dict()
     if op == "torch":
         from fastattn.bench.torch_eager import measure_torch
 
         return measure_torch(Job.from_dict(request["job"])).to_dict()
     if op == "placement":
+        if is_web(request["provider"]):  # onnxruntime-web has no per-node profile to read here
+            return []
         from fastattn.runtime.placement import placement
 
         return [asdict(p) for p in placement(request["directory"], request["provider"])]

@@ -9,6 +9,7 @@ from fastattn.cli.bench import bench_command
 from fastattn.cli.create import create_command
 from fastattn.cli.export import export_command, export_main
 from fastattn.cli.generate import generate_command
+from fastattn.cli.package import package_command
 from fastattn.cli.rework import optimize_command, quantize_command
 from fastattn.cli.run import run_command
 from fastattn.cli.train import train_command
@@ -24,5 +25,5 @@ def main() -> None:
 
 
 for _command in (create_command, train_command, export_command, optimize_command, quantize_command,
-                 validate_command, run_command, generate_command, bench_command):  # fmt: skip
+                 validate_command, package_command, run_command, generate_command, bench_command):  # fmt: skip
     main.add_command(_command)

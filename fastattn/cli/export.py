@@ -46,13 +46,15 @@ def _input_specs(_ctx, _param, values: tuple[str, ...]):
               help="Decoders on CPU: GroupQueryAttention with rotary inside and one shared past/present buffer "
                    "(GenAI's decode path); rows must be unpadded, sequences at most max_positions long.")
 @quantize_options()
+@click.option("--package", "packages", multiple=True, type=click.Choice(["ort"]),
+              help="Also write an edge package: ort = <graph>.ort + required_operators.config (minimal ORT builds).")
 @threads_option
 @force_option
 @json_option
 @verbose_option
 @command
-def export_command(model, output, inputs, allow_pickle, opset, lowering, kv_buffer, quantize, threads, force,
-                   as_json) -> None:  # fmt: skip
+def export_command(model, output, inputs, allow_pickle, opset, lowering, kv_buffer, quantize, packages, threads,
+                   force, as_json) -> None:  # fmt: skip
     """Export MODEL (model.pt: fastattn checkpoint, TorchScript, .pt2 or pickled module) to ONNX, validated."""
     from fastattn.exporter.options import DEFAULT_OPSET  # noqa: PLC0415
     from fastattn.exporter.pipeline import ExportOptions, export  # noqa: PLC0415
@@ -63,6 +65,7 @@ def export_command(model, output, inputs, allow_pickle, opset, lowering, kv_buff
         opset or DEFAULT_OPSET, force=force, threads=threads, target=target, profile=lowering.profile,
         only=lowering.only, lowering_plan=lowering.lowering_plan,
         allow_fusion_shortfall=lowering.allow_fusion_shortfall, quantize=quantize.step(target), kv_buffer=kv_buffer,
+        package_ort="ort" in packages,
     )  # fmt: skip
     with progress("exporting", quiet=as_json) as step:
         result = export(model, options, progress=step)

@@ -44,6 +44,7 @@ class ExportOptions:
     # Decoders: GenAI's decode path (unguarded GQA with rotary inside; past and present can be
     # one buffer). Rows must be unpadded; sequences at most max_positions long.
     kv_buffer: bool = False
+    package_ort: bool = False  # also write <graph>.ort + required_operators.config (exporter.ort_format)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output", Path(self.output))

@@ -1,8 +1,9 @@
 """``export``, ``reoptimize``, ``requantize``: three compositions of the same steps; and ``revalidate``.
 
-    export      prepare ─► capture ─► optimize ─► save ─► place ─► validate ─► quantize ─► finish
+    export      prepare ─► capture ─► optimize ─► save ─► place ─► validate ─► quantize ─► package ─► finish
     reoptimize  open ─► optimize ─► save ─► place ─► validate (against the portable export) ─► finish
     requantize  open ─► quantize (validated against the float export) ─► finish
+    repackage   open ─► package (the .ort validated against the .onnx) ─► finish
 
 Every run writes into a staging directory beside the destination (holding the destination's
 lock), and the manifest is written once, by ``finish``, after validation. Nothing reaches the
@@ -25,6 +26,7 @@ from fastattn.exporter.steps.capture import Capture
 from fastattn.exporter.steps.finish import Finish, failure_line
 from fastattn.exporter.steps.open_export import OpenExport
 from fastattn.exporter.steps.optimize import Optimize
+from fastattn.exporter.steps.package import PackageOrt
 from fastattn.exporter.steps.place import Place
 from fastattn.exporter.steps.prepare import Prepare
 from fastattn.exporter.steps.quantize import Quantize
@@ -39,13 +41,14 @@ from fastattn.runtime.manifest import Manifest, Precision
 from fastattn.runtime.session import ExportedModel
 from fastattn.targets import Target
 
-__all__ = ["ExportOptions", "ExportResult", "export", "reoptimize", "requantize", "revalidate"]
+__all__ = ["ExportOptions", "ExportResult", "export", "reoptimize", "repackage", "requantize", "revalidate"]
 
 log = logging.getLogger(__name__)
 
-EXPORT: tuple[Step, ...] = (Prepare(), Capture(), Optimize(), Save(), Place(), Validate(), Quantize())
+EXPORT: tuple[Step, ...] = (Prepare(), Capture(), Optimize(), Save(), Place(), Validate(), Quantize(), PackageOrt())
 REOPTIMIZE: tuple[Step, ...] = (OpenExport(load_graphs=True), Optimize(), Save(), Place(), Validate())
 REQUANTIZE: tuple[Step, ...] = (OpenExport(), Quantize())
+REPACKAGE: tuple[Step, ...] = (OpenExport(references=False), PackageOrt())
 
 
 def _run(steps: tuple[Step, ...], state: ExportState) -> ExportResult:
@@ -118,6 +121,20 @@ def requantize(
                             untouched=f"{destination} is unchanged")  # fmt: skip
         state.notes.append(f"quantized from the float export in {directory.name}")
         return _run(REQUANTIZE, state)
+
+
+def repackage(directory: str | Path, ort: bool = True, threads: int | None = None,
+              progress: Progress | None = None) -> ExportResult:  # fmt: skip
+    """Add edge packages (``ort``: the ORT format) to an existing export, in place."""
+    directory = Path(directory)
+    manifest = Manifest.load(directory)
+    if not ort:
+        raise InputError("no package named", "pass --ort")
+    options = ExportOptions(directory, threads=threads, target=manifest.target, package_ort=ort)
+    with Staging(directory, replace_self=True) as staging:
+        state = ExportState(options, staging, _progress(progress), manifest.precision, directory,
+                            untouched=f"{directory} is unchanged")  # fmt: skip
+        return _run(REPACKAGE, state)
 
 
 def revalidate(

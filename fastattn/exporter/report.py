@@ -62,9 +62,16 @@ def render(manifest: Manifest, timings: dict[str, float] | None = None, notes: l
     lines += _lowering(manifest)
     lines += _placement(manifest.placement)
     lines += _quantization(manifest.quantization)
+    lines += _ort_format(manifest.ort_format)
     lines += ["", *_validation(manifest.validation), "", "## Versions", ""]
     lines += [", ".join(f"{k} {v}" for k, v in manifest.versions.items()), ""]
     return "\n".join(lines)
+
+
+def _ort_format(package) -> list[str]:
+    from fastattn.exporter.ort_format import report_lines  # noqa: PLC0415  (onnxruntime's tools)
+
+    return report_lines(package)
 
 
 def _lowering(manifest: Manifest) -> list[str]:

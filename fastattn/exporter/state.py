@@ -74,6 +74,6 @@ class _Timer:
 class ExportResult:
     output: Path
     manifest: Manifest
-    validation: ValidationResult
+    validation: ValidationResult | None  # None: nothing was validated anew (repackage)
     timings: dict[str, float] = field(default_factory=dict)
     report: str = ""

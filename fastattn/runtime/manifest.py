@@ -22,6 +22,7 @@ from fastattn.files import write_atomic
 from fastattn.runtime import dims, schema
 from fastattn.runtime.records import (
     KvBuffer,
+    OrtPackage,
     PlacementRecord,
     QuantizationRecord,
     SessionSettings,
@@ -197,6 +198,7 @@ class Manifest:
     config: dict | None = None  # the model's own config (fastattn's ModelConfig, ...), for its family
     max_length: int | None = None  # the longest sequence (cache included) the export takes; None: no limit
     kv_buffer: KvBuffer | None = None  # the --kv-buffer decode path
+    ort_format: OrtPackage | None = None  # the ORT-format package beside the .onnx files
     validation: ValidationRecord | None = None
     versions: dict[str, str] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)  # every file of the export (what --force may replace)

@@ -154,3 +154,39 @@ class ValidationRecord:
     tolerance: Tolerance
     cases: list[CaseRecord] = field(default_factory=list)
     against: str = "PyTorch"  # the reference: PyTorch, transformers, or an earlier export
+
+
+@dataclass
+class OrtGraph:
+    """One graph of the export in ORT format."""
+
+    name: str
+    onnx_file: str
+    file: str
+    onnx_bytes: int
+    bytes: int
+    nodes: int  # nodes of the .onnx as exported
+    ort_nodes: int  # nodes of the optimized graph the .ort holds
+
+
+@dataclass
+class OrtPackage:
+    """The manifest's ``ort_format``: what a mobile or embedded app ships (see fastattn.exporter.ort_format)."""
+
+    graphs: list[OrtGraph]
+    optimization_level: str
+    disabled_optimizers: list[str]
+    operators: int  # distinct (domain, opset, op) kernels a minimal build must register
+    typed_operators: int  # of those, how many the typed config restricts to specific types
+    config: str = "required_operators.config"
+    typed_config: str = "required_operators_and_types.config"
+    operator_list: list[str] = field(default_factory=list)  # "domain;opset;Op", one op each
+    validation: ValidationRecord | None = None  # the .ort against the .onnx
+    onnxruntime: str = ort.__version__
+    package_bytes: int = 0  # what an app ships for the model: the .ort files
+
+    def __post_init__(self) -> None:
+        self.package_bytes = sum(g.bytes for g in self.graphs)
+
+    def files(self) -> list[str]:
+        return [g.file for g in self.graphs] + [self.config, self.typed_config]

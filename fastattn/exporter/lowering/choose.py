@@ -105,16 +105,24 @@ def _choose(site: AttentionSite, options: LoweringOptions, opset: int) -> Choice
             rejected[rule.name] = match.reason
     if not applicable:
         return Choice(PORTABLE, rejected=rejected)
+    measure_on, provider = measure, options.target.spec.provider
     try:
-        resolve([options.target.spec.provider])
+        if options.target.spec.web:  # onnxruntime-web in Node
+            from fastattn.exporter.lowering.measure_web import measure as measure_on  # noqa: PLC0415
+            from fastattn.runtime.web.node import runtime  # noqa: PLC0415
+
+            runtime()
+            provider = options.target.value
+        else:
+            resolve([provider])
     except ProviderError as e:
         rejected["measurement"] = f"not measured ({e.what}); static preference"
         return Choice(applicable[0], rejected=rejected)
     cases = profile_for(site, options.profile)
     timings: dict[str, dict[str, float]] = {}
     spreads: dict[str, dict[str, float]] = {}
-    for m in measure(site, [PORTABLE, *applicable], cases, options.target.spec.provider, opset, options.repeats,
-                     options.threads):  # fmt: skip
+    for m in measure_on(site, [PORTABLE, *applicable], cases, provider, opset, options.repeats,
+                        options.threads):  # fmt: skip
         if m.ms is None:
             rejected[m.rule] = m.reason
         else:

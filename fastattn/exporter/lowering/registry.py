@@ -20,7 +20,8 @@ def rules() -> list[LoweringRule]:
 
 def candidates(target: Target) -> list[LoweringRule]:
     """The rules a target may use."""
-    return [r for r in rules() if target in r.targets and (target.spec.contrib_ops or not r.contrib)]
+    runs = target.spec.rules_as or target
+    return [r for r in rules() if runs in r.targets and (target.spec.contrib_ops or not r.contrib)]
 
 
 def by_name(name: str) -> LoweringRule:

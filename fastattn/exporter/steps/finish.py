@@ -43,13 +43,13 @@ def finish(state: ExportState) -> ExportResult:
     write_atomic(state.directory / "report.md", text.encode())
     manifest.files = [name for name in state.staging.files() if name != "fastattn.json"]
     manifest.save(state.directory)
-    result = state.validation
-    if state.gate_failure or not result.passed:
+    result = state.validation  # None: nothing was validated anew (repackage)
+    if state.gate_failure or (result is not None and not result.passed):
         kept = state.staging.reject()
         fix = f"see {kept / 'report.md'}; {state.untouched}"
         if state.gate_failure:
             fix = f"relax the gate (--max-ppl-increase, --min-cosine, --max-accuracy-drop) or choose another mode; {fix}"
-        raise ValidationFailed(state.gate_failure or failure_line(result), fix)
+        raise ValidationFailed(state.gate_failure or failure_line(result), fix)  # type: ignore[arg-type]
     return ExportResult(state.staging.commit(), manifest, result, state.timings, text)
 
 

@@ -20,8 +20,9 @@ from fastattn.runtime.session import ExportedModel
 class OpenExport(Step):
     name = "open"
 
-    def __init__(self, load_graphs: bool = False):
+    def __init__(self, load_graphs: bool = False, references: bool = True):
         self.load_graphs = load_graphs  # the graphs are rewritten (optimize), not only replaced by files
+        self.references = references  # the graphs will be validated against the earlier export's
 
     def run(self, state: ExportState) -> None:
         directory = state.source
@@ -33,8 +34,9 @@ class OpenExport(Step):
         state.manifest = copy.deepcopy(earlier)
         state.graphs = [GraphDef(g.name, None, g.inputs, g.outputs, g.cache) for g in earlier.graphs]
         state.expected_fusions = by_name(earlier.family).expected_fusions(earlier)
-        reference = ExportedModel.from_manifest(directory, earlier, "cpu", state.options.threads)
-        state.references = {g.name: reference.graph(g.name).run for g in earlier.graphs}
+        if self.references:
+            reference = ExportedModel.from_manifest(directory, earlier, "cpu", state.options.threads)
+            state.references = {g.name: reference.graph(g.name).run for g in earlier.graphs}
         state.reference_label = f"the export it came from ({directory.name})"
         longest = max((a.window for a in earlier.attention), default=0)
         cases = [c for g in state.graphs for c in default_cases(g, longest, earlier.max_length)]

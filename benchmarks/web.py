@@ -1,0 +1,115 @@
+"""Edge targets: onnxruntime-web's WebAssembly EP (in Node) beside the CPU EP, and ORT-format packages.
+
+Two models made with fastattn: the demo decoder (preset ``default``) and the 6-layer d=384 encoder of
+``benchmarks/encoder_vs_eager.py``; fp32 and int8 (the decoder also int4), exported for the CPU EP
+with ``--package ort``, and fp32 / int8 lowered for ``-t wasm`` (candidates timed on onnxruntime-web).
+Every export runs through ``fastattn bench -p cpu -p wasm -p webgpu`` at batch 1, S = 128 (decoders:
+prefill and 16-token decode rounds), 2 threads; the wasm rows again at 1 thread. Recorded: latency,
+the ops each export holds (all of which ran on wasm when its wasm row exists), sizes of the .onnx and
+the .ort, the minimal-build operator count, and the per-layer lowering timings taken on wasm.
+
+    make web-env && python -m benchmarks.web          # -> benchmarks/results/web.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import platform
+import sys
+from pathlib import Path
+
+import onnx
+
+from benchmarks.encoder_vs_eager import CONFIG as ENCODER
+from fastattn.bench import Plan, Settings, bench
+from fastattn.bench.machine import describe, versions
+from fastattn.exporter.pipeline import ExportOptions, export
+from fastattn.models import build, preset, save
+from fastattn.quantize import Mode, QuantOptions
+from fastattn.quantize.gates import Gate
+from fastattn.quantize.step import QuantizeStep
+from fastattn.runtime import schema
+from fastattn.runtime.manifest import Manifest
+from fastattn.runtime.web.node import runtime
+from fastattn.targets import Target
+
+RESULTS = Path(__file__).parent / "results"
+MODELS = {"decoder": preset("default"), "encoder": ENCODER}
+LENIENT = Gate(max_ppl_increase=1.0, min_cosine=0.0, max_accuracy_drop=1.0)  # random weights: no task to gate
+EXPORTS = [  # (model, precision, target, ORT package)
+    ("decoder", "fp32", Target.CPU, True), ("decoder", "int8", Target.CPU, True), ("decoder", "int4", Target.CPU, True),
+    ("decoder", "fp32", Target.WASM, False), ("decoder", "int8", Target.WASM, False),
+    ("encoder", "fp32", Target.CPU, True), ("encoder", "int8", Target.CPU, True), ("encoder", "fp32", Target.WASM, False),
+]  # fmt: skip
+MODES = {"int8": Mode.INT8, "int4": Mode.INT4}
+
+
+def make_exports(workdir: Path) -> list[Path]:
+    outs = []
+    for model, precision, target, ort in EXPORTS:
+        ckpt = workdir / f"{model}.pt"
+        if not ckpt.exists():
+            save(build(MODELS[model], seed=0), ckpt)
+        out = workdir / f"{model}-{precision}-{target.value}"
+        if not (out / "fastattn.json").exists():
+            quantize = QuantizeStep(QuantOptions(MODES[precision]), gate=LENIENT) if precision in MODES else None
+            print(f"exporting {out.name}", file=sys.stderr)
+            export(ckpt, ExportOptions(out, target=target, quantize=quantize, package_ort=ort, force=True))
+        outs.append(out)
+    return outs
+
+
+def ops_of(out: Path) -> list[str]:
+    counts = collections.Counter()
+    for entry in Manifest.load(out).graphs:
+        model = onnx.load(str(out / entry.file), load_external_data=False)
+        counts.update(f"{n.domain or 'ai.onnx'}::{n.op_type}" for n in model.graph.node)
+    return sorted(counts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("build/bench-web"))
+    args = parser.parse_args(argv)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    outs = make_exports(args.workdir)
+    settings = Settings(threads=2, warmup=5, repeats=20, min_time=1.0, decode_steps=16)
+    result = bench(Plan.create(outs, ["cpu", "wasm", "webgpu"], sequences=[128], settings=settings),
+                   progress=lambda m: print(m, file=sys.stderr))  # fmt: skip
+    one = bench(Plan.create(outs, ["wasm"], sequences=[128], settings=Settings(threads=1, warmup=5, repeats=20,
+                                                                                min_time=1.0, decode_steps=16)))  # fmt: skip
+    rows = [r.to_dict() for r in result.rows] + [{**r.to_dict(), "provider": "wasm (1 thread)"} for r in one.rows]
+    exports = {}
+    for out in outs:
+        manifest = Manifest.load(out)
+        exports[out.name] = {
+            "target": manifest.target, "precision": manifest.precision, "ops": ops_of(out),
+            "onnx_bytes": sum(p.stat().st_size for p in out.glob("*.onnx*")),
+            "ort_format": schema.dump(manifest.ort_format),
+            "lowering": [{"layer": a.layer, "kind": a.kind, "kernel": a.lowering, "timings": a.timings,
+                          "rejected": a.rejected} for a in manifest.attention],
+        }  # fmt: skip
+    web = runtime().call({"op": "probe"})["result"]
+    record = {
+        "command": "make web-env && python -m benchmarks.web", "machine": describe(2), "versions": versions(),
+        "onnxruntime_web": web["onnxruntime_web"], "node": web["node"], "python": platform.python_version(),
+        "rows": rows, "unavailable": [u.__dict__ for u in result.unavailable], "failures": result.failures + one.failures,
+        "exports": exports,
+    }  # fmt: skip
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "web.json").write_text(json.dumps(record, indent=1) + "\n")
+    (RESULTS / "web.md").write_text(render(record))
+    print(render(record))
+    return 0
+
+
+def render(record: dict) -> str:
+    from benchmarks.web_report import render as render_md
+
+    return render_md(record)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
