@@ -167,7 +167,9 @@ def phase_plan(manifest: Manifest, decode_steps: int) -> list[PhaseSpec]:
 def max_length(manifest: Manifest) -> int | None:
     """The longest sequence (cache included) the model takes: learned positions have a table."""
     config = manifest.config or {}
-    return config.get("max_positions") if config.get("positions") == "learned" else None
+    if config.get("positions") != "learned":
+        return None
+    return config["max_positions"] - config.get("position_offset", 0)
 
 
 def check_length(manifest: Manifest, label: str, sequence: int, decode_steps: int) -> None:

@@ -133,7 +133,7 @@ def random_eval_set(manifest: Manifest, samples: int = 8, sequence: int = 128, s
     rng = np.random.default_rng(seed)
     config = manifest.config or {}
     if config.get("positions") == "learned":  # a position table: stay within it
-        sequence = min(sequence, config["max_positions"])
+        sequence = min(sequence, config["max_positions"] - config.get("position_offset", 0))
     sizes = {"batch": samples, "sequence": sequence, "encoder_sequence": sequence, "past_sequence": 0}
     first = manifest.graphs[0]
     if manifest.arch == "encoder_decoder":

@@ -68,5 +68,6 @@ def optimize(
     result.fusion_notes = list(report.notes)
     fast = options.fast_decode
     if fast is not None:
-        result.fusions["gqa_rotary"] = fold_rotary(model, fast.rope_theta, fast.head_size, fast.max_positions)
+        result.fusions["gqa_rotary"] = fold_rotary(model, fast.rope_theta, fast.head_size, fast.max_positions,
+                                                   fast.rope_scaling)
     return result

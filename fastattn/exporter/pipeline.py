@@ -226,7 +226,7 @@ def _fast_decode(prepared: Prepared, options: ExportOptions) -> FastDecode:
         raise InputError(f"--kv-buffer is a CPU path (GroupQueryAttention), not for target {options.target.value}",
                          "export with -t cpu, or without --kv-buffer")  # fmt: skip
     cfg = ModelConfig.from_dict(prepared.config)
-    return FastDecode(cfg.rope_theta, cfg.head_size, cfg.max_positions)
+    return FastDecode(cfg.rope_theta, cfg.head_size, cfg.max_positions, cfg.rope_scaling)
 
 
 MEMORY_PATTERN = (

@@ -366,7 +366,7 @@ def _check_length(model, prompts: list[list[int]], max_new: int, arch: str) -> N
     config = model.manifest.config or {}
     if config.get("positions") != "learned":
         return
-    limit = int(config["max_positions"])
+    limit = int(config["max_positions"]) - int(config.get("position_offset", 0))
     longest = max(len(p) for p in prompts)
     if arch == "decoder" and longest + max_new > limit:
         raise InputError(

@@ -24,6 +24,7 @@ from fastattn.exporter.lowering.measure import ShapeCase, measure, profile_for
 from fastattn.exporter.lowering.portable import PORTABLE
 from fastattn.exporter.lowering.registry import by_name, candidates, rules
 from fastattn.exporter.lowering.target import Target
+from fastattn.models.config import RopeScaling
 from fastattn.runtime.providers import resolve
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class FastDecode:
     rope_theta: float
     head_size: int
     max_positions: int  # rows of GQA's cos/sin tables: the longest sequence the export takes
+    rope_scaling: RopeScaling | None = None
 
 
 @dataclass(frozen=True)
