@@ -91,16 +91,20 @@ def _parse_input_specs(_ctx, _param, values: tuple[str, ...]):
 @click.option("--kv-buffer", is_flag=True,
               help="Decoders on CPU: GroupQueryAttention with rotary inside and one shared past/present buffer "
                    "(GenAI's decode path); rows must be unpadded, sequences at most max_positions long.")
+@click.option("--task", default=None, metavar="TASK",
+              help="Hugging Face checkpoints: feature-extraction, text-generation or text2text-generation "
+                   "(Optimum's names) [default: from the checkpoint's architecture].")
 @quantize_options()
 @click.option("--threads", type=int, default=None, help="ONNX Runtime threads used for validation.")
 @click.option("-f", "--force", is_flag=True, help="Replace a non-empty output directory.")
 @verbose_option
 @_handle_errors
 def export_command(
-    model, output, inputs, allow_pickle, opset, target, profile, only, allow_fusion_shortfall, kv_buffer, threads,
-    force, verbose, **quantize,
+    model, output, inputs, allow_pickle, opset, target, profile, only, allow_fusion_shortfall, kv_buffer, task,
+    threads, force, verbose, **quantize,
 ) -> None:  # fmt: skip
-    """Export MODEL (model.pt: fastattn checkpoint, TorchScript, .pt2 or pickled module) to ONNX, validated."""
+    """Export MODEL to ONNX, validated: a model.pt (fastattn checkpoint, TorchScript, .pt2 or pickled module)
+    or a Hugging Face checkpoint directory (config.json + safetensors, never downloaded)."""
     from fastattn.exporter.capture import DEFAULT_OPSET
     from fastattn.exporter.pipeline import ExportOptions, export
 
@@ -109,7 +113,7 @@ def export_command(
     options = ExportOptions(
         output, inputs, allow_pickle, opset or DEFAULT_OPSET, force=force, threads=threads, target=Target(target),
         profile=profile, only=only, allow_fusion_shortfall=allow_fusion_shortfall,
-        quantize=quantize_step(target, **quantize), kv_buffer=kv_buffer,
+        quantize=quantize_step(target, **quantize), kv_buffer=kv_buffer, task=task,
     )  # fmt: skip
     with err.status("exporting") as status:
         result = export(model, options, progress=lambda message: status.update(message))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -78,6 +79,7 @@ class ExportOptions:
     # Decoders: GenAI's decode path (unguarded GQA with rotary inside; past and present can be
     # one buffer). Rows must be unpadded; sequences at most max_positions long.
     kv_buffer: bool = False
+    task: str | None = None  # Hugging Face checkpoints: Optimum's task name; None = from the architecture
 
 
 @dataclass
@@ -98,7 +100,7 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
     clock = time.perf_counter()
 
     step(f"loading {model_path}")
-    prepared = prepare(Path(model_path), options.inputs, options.allow_pickle, options.kv_buffer)
+    prepared = prepare(Path(model_path), options.inputs, options.allow_pickle, options.kv_buffer, options.task)
     fast_decode = _fast_decode(prepared, options) if options.kv_buffer else None
     timings["load"] = time.perf_counter() - clock
 
@@ -143,6 +145,7 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
             versions=versions(),
             kv_buffer=None if fast_decode is None else {
                 "max_length": fast_decode.max_positions, "rows": "unpadded", "why": KV_BUFFER},
+            hf=prepared.hf,
         )  # fmt: skip
         manifest.save(staging.path)
         if options.target is Target.OPENVINO:
@@ -174,6 +177,8 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
             save_npz(prepared.eval_set, staging.path / EVAL_FILE)
         if prepared.tokenizer is not None:
             (staging.path / "tokenizer.json").write_text(json.dumps(prepared.tokenizer, indent=2) + "\n")
+        for name, source in prepared.files.items():  # a Hugging Face checkpoint's config and tokenizer
+            shutil.copy2(source, staging.path / name)
         timings["total"] = time.perf_counter() - clock
         return finish(staging, manifest, result, timings, notes, f"nothing was written to {destination}", gate_failure)
 

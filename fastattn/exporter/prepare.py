@@ -32,10 +32,21 @@ class Prepared:
     expected_fusions: dict[str, dict[str, int]] = field(default_factory=dict)  # graph -> fusion -> count
     eval_set: EvalSet | None = None  # held-out data a trained checkpoint carries (quantization gates)
     tokenizer: dict | None = None  # the tokenizer a trained checkpoint carries
+    files: dict[str, Path] = field(default_factory=dict)  # copied into the export as they are (name -> source)
+    hf: dict | None = None  # the manifest's ``hf`` section (Hugging Face checkpoints)
 
 
-def prepare(path: Path, inputs: tuple[TensorSpec, ...], allow_pickle: bool, kv_buffer: bool = False) -> Prepared:
+def prepare(path: Path, inputs: tuple[TensorSpec, ...], allow_pickle: bool, kv_buffer: bool = False,
+            task: str | None = None) -> Prepared:  # fmt: skip
+    from fastattn.hf import hf_route, pretrained_route  # noqa: PLC0415  (transformers only when needed)
+
+    hooked = hf_route(path, inputs, allow_pickle, kv_buffer, task)
+    if hooked is not None:
+        return hooked
     loaded = load_model(path, allow_pickle=allow_pickle)
+    hooked = pretrained_route(path, loaded, inputs, kv_buffer, task)
+    if hooked is not None:
+        return hooked
     if kv_buffer and loaded.format is not ModelFormat.FASTATTN:
         raise InputError(f"--kv-buffer needs a fastattn checkpoint; {path.name} is {loaded.format.value}",
                          "export without --kv-buffer")  # fmt: skip

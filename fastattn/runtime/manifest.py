@@ -146,6 +146,10 @@ class Manifest:
     # The --kv-buffer decode path: {"max_length": N, "rows": "unpadded", "why": ...}; rows must be
     # unpadded and sequences at most N long; past and present may be one buffer (see runtime.generate)
     kv_buffer: dict | None = None
+    # A Hugging Face checkpoint's identity and generation defaults: {"model_type", "family",
+    # "architecture", "task", "eos_token_ids", "pad_token_id", "bos_token_id",
+    # "decoder_start_token_id", "files": [...]} (its config.json and tokenizer files are beside)
+    hf: dict | None = None
     validation: dict | None = None
     versions: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
