@@ -150,7 +150,10 @@ def _print_quantization(q: dict) -> None:
     table = Table("model", "perplexity", "accuracy", "top-1 agreement", "cosine",
                   title=f"{q['mode']} accuracy on {q['data']} (vs the float ONNX model)")  # fmt: skip
     for name, f in q["figures"].items():
-        table.add_row(name, *(f"{f[k]:.6g}" if k in f else "-" for k in ("perplexity", "accuracy", "agreement", "cosine")))
+        cells = [f"{f[k]:.6g}" if k in f else "-" for k in ("perplexity", "accuracy", "agreement", "cosine")]
+        if "cosine_min" in f:  # sentence embeddings: mean per-sample cosine (least)
+            cells[-1] += f" ({f['cosine_min']:.6g})"
+        table.add_row(name, *cells)
     out.print(table)
     kept = f", {len(q['kept'])} kept in float" if q["kept"] else ""
     out.print(f"{q['mode']}: {len(q['quantized'])} weights quantized{kept}; "

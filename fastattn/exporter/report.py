@@ -114,6 +114,8 @@ def _quantization(q: dict | None) -> list[str]:
               "|---|---|---|---|---|"]  # fmt: skip
     for name, f in q["figures"].items():
         cells = [f"{f[k]:.6g}" if k in f else "-" for k in ("perplexity", "accuracy", "agreement", "cosine")]
+        if "cosine_min" in f:  # sentence embeddings: the mean per-sample cosine, then the least
+            cells[-1] += f" (least {f['cosine_min']:.6g})"
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     ops = ", ".join(f"{op} {n}" for op, n in sorted(q["ops"].items()))
     lines += ["", f"{len(q['quantized'])} weight(s) quantized, {len(q['kept'])} kept in float. Ops: {ops}."]
