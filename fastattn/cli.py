@@ -72,13 +72,20 @@ def _parse_input_specs(_ctx, _param, values: tuple[str, ...]):
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output directory [default: <model>-fastattn].")
 @click.option(
     "--input", "inputs", multiple=True, callback=_parse_input_specs, metavar="NAME:DIMS:DTYPE",
-    help="An input of a model that is not fastattn's own, e.g. src:batch,seq,512:float32 (repeat per input).",
+    help="An input of a model that is not fastattn's own (repeat per input): NAME:DIMS:DTYPE[:FILL], e.g. "
+    "src:batch,seq,512:float32. DIMS are sizes or names of dynamic dims (seq=12 traces seq at 12). FILL says "
+    "what validation feeds: ':<N' token ids in [0, N) (integer inputs default to the model's vocabulary "
+    "when it says one, else [0, 2)), ':mask' all ones (the default for integer inputs named *mask*), "
+    "':zeros', ':normal'. Example: ids:batch,seq:int64:<32000.",
 )  # fmt: skip
 @click.option(
     "--allow-pickle", is_flag=True,
     help="Load a whole pickled nn.Module (torch.save(model)). Unpickling runs code from the file: "
     "use only with files you trust.",
 )  # fmt: skip
+@click.option("--code", type=click.Path(path_type=Path), default=None, metavar="FILE.py",
+              help="With --allow-pickle: the Python file defining the pickled model's classes; imported as a "
+                   "module (its __main__ block does not run), classes the pickle names in __main__ come from it.")
 @click.option("--opset", type=int, default=None, help="ONNX opset of the exported graph [default: 20].")
 @click.option(
     "-t", "--target", type=click.Choice([t.value for t in Target]), default=Target.CPU.value, show_default=True,
@@ -100,7 +107,7 @@ def _parse_input_specs(_ctx, _param, values: tuple[str, ...]):
 @verbose_option
 @_handle_errors
 def export_command(
-    model, output, inputs, allow_pickle, opset, target, profile, only, allow_fusion_shortfall, kv_buffer, task,
+    model, output, inputs, allow_pickle, code, opset, target, profile, only, allow_fusion_shortfall, kv_buffer, task,
     threads, force, verbose, **quantize,
 ) -> None:  # fmt: skip
     """Export MODEL to ONNX, validated: a model.pt (fastattn checkpoint, TorchScript, .pt2 or pickled module)
@@ -113,7 +120,7 @@ def export_command(
     options = ExportOptions(
         output, inputs, allow_pickle, opset or DEFAULT_OPSET, force=force, threads=threads, target=Target(target),
         profile=profile, only=only, allow_fusion_shortfall=allow_fusion_shortfall,
-        quantize=quantize_step(target, **quantize), kv_buffer=kv_buffer, task=task,
+        quantize=quantize_step(target, **quantize), kv_buffer=kv_buffer, task=task, code=code,
     )  # fmt: skip
     with err.status("exporting") as status:
         result = export(model, options, progress=lambda message: status.update(message))
@@ -216,16 +223,18 @@ def optimize_command(output, target, profile, only, allow_fusion_shortfall, thre
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("output", type=click.Path(path_type=Path))
 @click.option("--allow-pickle", is_flag=True, help="Load a pickled nn.Module (runs code from the file).")
+@click.option("--code", type=click.Path(path_type=Path), default=None, metavar="FILE.py",
+              help="With --allow-pickle: the Python file defining the pickled model's classes.")
 @click.option("--threads", type=int, default=None, help="ONNX Runtime threads.")
 @verbose_option
 @_handle_errors
-def validate_command(model, output, allow_pickle, threads, verbose) -> None:
+def validate_command(model, output, allow_pickle, code, threads, verbose) -> None:
     """Re-run the comparison of the export in OUTPUT against MODEL; exit 3 if it fails."""
     from fastattn.exporter.pipeline import revalidate
 
     _logging(verbose)
     with err.status("validating"):
-        result = revalidate(model, output, allow_pickle=allow_pickle, threads=threads)
+        result = revalidate(model, output, allow_pickle=allow_pickle, threads=threads, code=code)
     cases = len(result.validation.cases)
     out.print(f"[bold green]passed[/] {cases} cases; worst max rel error {result.validation.worst().max_rel:.2e}")
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from fastattn.errors import InputError
+from fastattn.runtime import dims
 from fastattn.runtime.manifest import GraphEntry, Manifest
 from fastattn.runtime.samples import sample_inputs
 
@@ -140,8 +141,14 @@ def random_eval_set(manifest: Manifest, samples: int = 8, sequence: int = 128, s
     config = manifest.config or {}
     if config.get("positions") == "learned":  # a position table: stay within it
         sequence = min(sequence, config["max_positions"] - config.get("position_offset", 0))
-    sizes = {"batch": samples, "sequence": sequence, "encoder_sequence": sequence, "past_sequence": 0}
     first = manifest.graphs[0]
+    sizes = {"batch": samples, "sequence": sequence, "encoder_sequence": sequence, "past_sequence": 0}
+    if manifest.arch == "module":  # a foreign graph names its own dims: the first input's first is the batch
+        names = [n for spec in first.inputs for d in spec.dims() for n in dims.names(d)]
+        sizes = {n: sequence for n in names}
+        leading = first.inputs[0].shape[0] if first.inputs and first.inputs[0].shape else None
+        if isinstance(leading, str):
+            sizes[leading] = samples
     if manifest.arch == "encoder_decoder":
         enc = sample_inputs(first.inputs, sizes, rng)
         _pad_to_lengths(enc["attention_mask"])

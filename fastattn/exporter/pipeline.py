@@ -80,6 +80,7 @@ class ExportOptions:
     # one buffer). Rows must be unpadded; sequences at most max_positions long.
     kv_buffer: bool = False
     task: str | None = None  # Hugging Face checkpoints: Optimum's task name; None = from the architecture
+    code: Path | None = None  # the .py file defining a pickled model's classes (needs allow_pickle)
 
 
 @dataclass
@@ -100,7 +101,8 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
     clock = time.perf_counter()
 
     step(f"loading {model_path}")
-    prepared = prepare(Path(model_path), options.inputs, options.allow_pickle, options.kv_buffer, options.task)
+    prepared = prepare(Path(model_path), options.inputs, options.allow_pickle, options.kv_buffer, options.task,
+                       options.code)  # fmt: skip
     fast_decode = _fast_decode(prepared, options) if options.kv_buffer else None
     timings["load"] = time.perf_counter() - clock
 
@@ -190,12 +192,14 @@ def revalidate(
     precision: Precision | None = None,
     tolerance: Tolerance | None = None,
     threads: int | None = None,
+    code: Path | None = None,
 ) -> ExportResult:
     """Re-run the comparison of an existing export against its PyTorch model; update manifest and report."""
     output = Path(output)
     manifest = Manifest.load(output)
     graph_inputs = tuple(manifest.graphs[0].inputs) if manifest.config is None else ()
-    prepared = prepare(Path(model_path), graph_inputs, allow_pickle)
+    task = (manifest.hf or {}).get("task")
+    prepared = prepare(Path(model_path), graph_inputs, allow_pickle, task=task, code=code)
     precision = precision or Precision(manifest.precision)
     result = run_validation(prepared, output, precision, tolerance, threads)
     manifest.validation = result.to_dict()

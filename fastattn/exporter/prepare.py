@@ -37,13 +37,13 @@ class Prepared:
 
 
 def prepare(path: Path, inputs: tuple[TensorSpec, ...], allow_pickle: bool, kv_buffer: bool = False,
-            task: str | None = None) -> Prepared:  # fmt: skip
+            task: str | None = None, code: Path | None = None) -> Prepared:  # fmt: skip
     from fastattn.hf import hf_route, pretrained_route  # noqa: PLC0415  (transformers only when needed)
 
     hooked = hf_route(path, inputs, allow_pickle, kv_buffer, task)
     if hooked is not None:
         return hooked
-    loaded = load_model(path, allow_pickle=allow_pickle)
+    loaded = load_model(path, allow_pickle=allow_pickle, code=code)
     hooked = pretrained_route(path, loaded, inputs, kv_buffer, task)
     if hooked is not None:
         return hooked
