@@ -44,8 +44,9 @@ class Converted:
         return out
 
 
-def family_of(model_type: str, architecture: str = "") -> Family:
-    """The registered family of a ``model_type``; one line naming the supported ones otherwise."""
+def family_of(model_type: str, architecture: str = "", no_fallback: str = "") -> Family:
+    """The registered family of a ``model_type``; one line naming the supported ones otherwise
+    (``no_fallback``: why the AttentionInterface fallback does not take it either)."""
     family = families.find(model_type)
     if family is not None:
         return family
@@ -53,7 +54,8 @@ def family_of(model_type: str, architecture: str = "") -> Family:
     why = families.REFUSED.get(model_type)
     if why:
         raise LoadError(f"{what} is not supported: {why}", f"export one of {', '.join(families.supported())}")
-    raise LoadError(f"{what} is not supported; supported model types: {', '.join(families.supported())}",
+    because = f" ({no_fallback})" if no_fallback else ""
+    raise LoadError(f"{what} is not supported{because}; supported model types: {', '.join(families.supported())}",
                     "export a checkpoint of a supported family")  # fmt: skip
 
 

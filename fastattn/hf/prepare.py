@@ -23,8 +23,9 @@ from fastattn.errors import InputError
 from fastattn.exporter.fusion.expected import expected_counts
 from fastattn.exporter.model_graphs import DIMS, max_length, model_graphs, windows
 from fastattn.exporter.prepare import Prepared
+from fastattn.hf import families, generic
 from fastattn.hf.checkpoint import read_checkpoint
-from fastattn.hf.convert import Converted, convert, convert_module
+from fastattn.hf.convert import Converted, convert, convert_module, family_of
 from fastattn.hf.eval_text import text_eval_set
 from fastattn.hf.reference import load_reference, references
 from fastattn.hf.spec import Task
@@ -35,6 +36,15 @@ log = logging.getLogger(__name__)
 
 def prepare_checkpoint(directory: Path, task: str | None = None, kv_buffer: bool = False) -> Prepared:
     checkpoint = read_checkpoint(directory)
+    if families.find(checkpoint.model_type) is None and checkpoint.model_type not in families.REFUSED:
+        fits, why = generic.supports(checkpoint)
+        if not fits:
+            family_of(checkpoint.model_type, checkpoint.architecture, why)  # raises, naming the supported ones
+        if kv_buffer:
+            raise InputError(f"--kv-buffer needs a fastattn family spec; {checkpoint.model_type} has none",
+                             "export without --kv-buffer")  # fmt: skip
+        chosen = None if task is None else generic_task(task, checkpoint.architecture)
+        return generic.prepare_generic(checkpoint, chosen)
     converted = convert(checkpoint, task)
     _check_kv_buffer(converted, kv_buffer, directory.name)
     hf = load_reference(checkpoint.directory, converted.task)
@@ -54,6 +64,17 @@ def prepare_pretrained(module: nn.Module, path: Path, task: str | None = None, k
     prepared = _prepared(converted, hf, source, {}, generation, kv_buffer)
     prepared.notes = [*(notes or []), *prepared.notes]
     return prepared
+
+
+def generic_task(requested: str, architecture: str) -> Task:
+    """``--task`` for the AttentionInterface fallback: feature-extraction or text-generation."""
+    from fastattn.hf.spec import TASK_ALIASES
+
+    task = TASK_ALIASES.get(requested) or next((t for t in Task if t.value == requested), None)
+    if task not in (Task.FEATURE_EXTRACTION, Task.TEXT_GENERATION):
+        raise InputError(f"--task {requested!r} is not one the AttentionInterface fallback exports ({architecture})",
+                         "use feature-extraction or text-generation")  # fmt: skip
+    return task
 
 
 def _check_kv_buffer(converted: Converted, kv_buffer: bool, name: str) -> None:
