@@ -99,7 +99,8 @@ def _check_path(path: Path) -> Path:
         raise InputError(f"no such file: {path}", "check the model path")
     if path.is_dir():
         raise InputError(
-            f"{path} is a directory, not a model file", "pass the model file itself (e.g. model.pt)"
+            f"{path} is a directory without config.json: neither a model file nor a Hugging Face checkpoint",
+            "pass the model file itself (e.g. model.pt), or a directory written by save_pretrained",
         )
     return path
 

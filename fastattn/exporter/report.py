@@ -19,6 +19,13 @@ def render(manifest: Manifest, timings: dict[str, float] | None = None, notes: l
     if manifest.session.get("disabled_optimizers"):
         lines.append(f"- sessions: ONNX Runtime optimizers {', '.join(manifest.session['disabled_optimizers'])} "
                      f"are turned off (the runtime does it; other apps should too): {manifest.session['why']}")
+    if manifest.hf:
+        hf = manifest.hf
+        files = ", ".join(hf.get("files") or []) or "none"
+        lines.append(f"- Hugging Face: {hf['model_type']} ({hf.get('architecture') or 'no architecture'}), task "
+                     f"**{hf['task']}**, EOS ids {hf.get('eos_token_ids') or 'none'}, pad id {hf.get('pad_token_id')}"
+                     + (f", decoder start {hf['decoder_start_token_id']}" if hf.get("decoder_start_token_id") is not None else "")
+                     + f"; carried files: {files}")  # fmt: skip
     if manifest.kv_buffer:
         kv = manifest.kv_buffer
         lines.append(f"- decode path: **--kv-buffer**, rows must be {kv['rows']}, sequences at most "

@@ -68,12 +68,20 @@ class _HFStream:
 
         self._tokenizer = tokenizer
         self._stream = DecodeStream(ids=list(prompt), skip_special_tokens=True)
+        self._prompt, self._new, self._emitted = list(prompt), [], ""
 
     def push(self, token: int) -> str:
-        return self._stream.step(self._tokenizer, int(token)) or ""
+        self._new.append(int(token))
+        text = self._stream.step(self._tokenizer, int(token)) or ""
+        self._emitted += text
+        return text
 
     def end(self) -> str:
-        return ""
+        """What the stream still holds (a partial character): the full decode's tail."""
+        decode = lambda ids: self._tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+        done = decode(self._prompt) + self._emitted
+        full = decode(self._prompt + self._new)
+        return full[len(done) :] if full.startswith(done) else ""
 
 
 class HFTokenizer:

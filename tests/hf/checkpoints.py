@@ -143,3 +143,22 @@ def marian(d: Path) -> Path:
 
 BUILDERS = {"bert": bert, "roberta": roberta, "distilbert": distilbert, "gpt2": gpt2, "llama": llama,
             "mistral": mistral, "qwen2": qwen2, "bart": bart, "marian": marian}  # fmt: skip
+
+
+def phi3(d: Path) -> Path:
+    """A family without a spec whose attention goes through transformers' AttentionInterface (the fallback)."""
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    cfg = Phi3Config(**_llama_shape(), sliding_window=None)
+    return _save(Phi3ForCausalLM(cfg), d, "bpe", BPE_SPECIALS)
+
+
+def t5(d: Path) -> Path:
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    cfg = T5Config(vocab_size=VOCAB, d_model=64, d_ff=128, d_kv=16, num_layers=2, num_heads=4)
+    T5ForConditionalGeneration(cfg).save_pretrained(d)
+    return d
+
+
+OTHERS = {"phi3": phi3, "t5": t5}
