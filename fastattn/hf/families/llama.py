@@ -29,11 +29,15 @@ def _common(hf) -> dict:
         raise Unsupported(f"head_dim {head_dim} x {hf.num_attention_heads} heads != hidden_size {hf.hidden_size}")
     if getattr(hf, "pretraining_tp", 1) != 1:
         raise Unsupported(f"pretraining_tp {hf.pretraining_tp}")
-    return {"tie_embeddings": bool(getattr(hf, "tie_word_embeddings", False)), "rope_scaling": _rope(hf)}
+    rope = getattr(hf, "rope_parameters", None) or {}  # transformers 5 writes rope_theta and the scaling here
+    theta = rope.get("rope_theta", hf.rope_theta)
+    return {"tie_embeddings": bool(getattr(hf, "tie_word_embeddings", False)), "rope_scaling": _rope(hf),
+            "rope_theta": float(theta)}  # fmt: skip
 
 
 def _rope(hf) -> RopeScaling | None:
-    scaling = getattr(hf, "rope_scaling", None)
+    parameters = getattr(hf, "rope_parameters", None)
+    scaling = getattr(hf, "rope_scaling", None) or (parameters if isinstance(parameters, dict) else None)
     kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
     if scaling is None or kind == "default":
         return None
