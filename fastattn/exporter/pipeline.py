@@ -197,7 +197,7 @@ def revalidate(
     """Re-run the comparison of an existing export against its PyTorch model; update manifest and report."""
     output = Path(output)
     manifest = Manifest.load(output)
-    graph_inputs = tuple(manifest.graphs[0].inputs) if manifest.config is None else ()
+    graph_inputs = tuple(manifest.graphs[0].inputs) if manifest.config is None and manifest.hf is None else ()
     task = (manifest.hf or {}).get("task")
     prepared = prepare(Path(model_path), graph_inputs, allow_pickle, task=task, code=code)
     precision = precision or Precision(manifest.precision)

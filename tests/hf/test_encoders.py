@@ -54,3 +54,16 @@ def test_bert_int8_gate_on_pooled_embeddings_of_held_out_text(hf_export):
     assert q["figures"]["pytorch"]["cosine"] > 0.99999
     assert result.manifest.precision == "int8" and result.manifest.validation["passed"]
     assert (result.output / "eval.npz").is_file()  # fastattn quantize can gate on the same text later
+
+
+def test_validate_command_reruns_against_transformers(hf_checkpoint, hf_export, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from fastattn.cli import main
+
+    out = tmp_path / "distilbert"
+    shutil.copytree(hf_export("distilbert").output, out)
+    run = CliRunner().invoke(main, ["validate", str(hf_checkpoint("distilbert")), str(out)])
+    assert run.exit_code == 0 and "passed 3 cases" in run.output, run.output
