@@ -105,9 +105,10 @@ def save_npz(data: EvalSet, path: Path) -> None:
 
 def task_of(manifest: Manifest) -> Task:
     names = {o.name for g in manifest.graphs for o in g.outputs}
-    if manifest.arch in ("decoder", "encoder_decoder"):
+    hf_task = (manifest.hf or {}).get("task")
+    if manifest.arch in ("decoder", "encoder_decoder") or hf_task == "text-generation":
         return Task.LM
-    if (manifest.hf or {}).get("task") == "feature-extraction":
+    if hf_task == "feature-extraction":
         return Task.SENTENCE_EMBEDDING
     return Task.CLASSIFIER if "logits" in names else Task.EMBEDDING
 

@@ -53,6 +53,8 @@ def text_eval_set(tokenizer_json: Path, task: Task, pad_id: int, decoder_start: 
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(tokenizer_json))
+    tokenizer.no_padding()  # a tokenizer.json may pad and truncate on its own: rows are cut and padded here
+    tokenizer.no_truncation()
     samples, length = SAMPLES[task], LENGTH[task]
     if max_length:
         length = min(length, max_length)

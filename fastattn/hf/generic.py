@@ -26,6 +26,7 @@ from fastattn.errors import ExportError, LoadError
 from fastattn.exporter.graphs import GraphDef
 from fastattn.exporter.prepare import Prepared
 from fastattn.hf.checkpoint import Checkpoint
+from fastattn.hf.eval_text import text_eval_set
 from fastattn.hf.spec import AUTO_CLASSES, Task
 from fastattn.runtime.manifest import Fill, TensorSpec
 
@@ -124,6 +125,10 @@ def prepare_generic(checkpoint: Checkpoint, task: Task | None = None) -> Prepare
     inputs = [TensorSpec("input_ids", "int64", ("batch", "sequence"), Fill.TOKENS, high=config.vocab_size),
               TensorSpec("attention_mask", "int64", ("batch", "sequence"), Fill.MASK)]  # fmt: skip
     graph = GraphDef("model", _Flat(model, task), inputs, [out], reference=_Flat(reference, task))
+    tokenizer = checkpoint.carried_files().get("tokenizer.json")
+    eval_set = None
+    if tokenizer is not None:
+        eval_set = text_eval_set(tokenizer, task, config.pad_token_id or 0, None, getattr(config, "max_position_embeddings", None))
     window = getattr(config, "sliding_window", None) or 0
     limit = getattr(config, "max_position_embeddings", None)
     return Prepared(
@@ -134,6 +139,7 @@ def prepare_generic(checkpoint: Checkpoint, task: Task | None = None) -> Prepare
         notes=[f"{checkpoint.model_type} has no fastattn family spec: exported with attn_implementation='fastattn' "
                "(declared attention, no KV cache)"],
         longest_window=int(window),
+        eval_set=eval_set,
         max_length=int(limit) if limit else None,
         files=checkpoint.carried_files(),
         hf={"model_type": checkpoint.model_type, "family": None, "architecture": checkpoint.architecture,

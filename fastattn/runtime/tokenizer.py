@@ -98,7 +98,9 @@ class HFTokenizer:
         from tokenizers import Tokenizer
 
         try:
-            return cls(Tokenizer.from_file(str(path)))
+            tokenizer = Tokenizer.from_file(str(path))
+            tokenizer.no_padding()  # a prompt is its own tokens: padding is the runtime's business
+            return cls(tokenizer)
         except Exception as e:  # the tokenizers package reports a bad file as a plain Exception
             raise LoadError(f"cannot read {path} with the tokenizers package: {e}", "re-export the model") from e
 
