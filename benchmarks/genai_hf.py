@@ -26,6 +26,7 @@ from benchmarks.genai import (
     CACHE, GENAI_PY, MAIN_PY, NEW, PROMPT, ROOT, THREADS, VOCAB, agreement, build_llama, cached, digest, genai_env,
     quantization_figures, run_worker, summarise,
 )  # fmt: skip
+from benchmarks.genai_report import QUIET
 from benchmarks.genai_worker import prompts
 from benchmarks.machine import describe
 
@@ -101,6 +102,11 @@ def markdown(result: dict) -> str:
                      f"| {r['prefill_ms']} | {r['decode_ms_per_token']} | {r['peak_rss_mb']:.0f} | {r['size_mb']} "
                      f"| {r.get('agreement_with', '-')} | {same} | {r['other_cpu_share']:.0%} |")  # fmt: skip
     ratios = result["ratios"]
+    busy = max(r["other_cpu_share"] for r in rows.values())
+    if busy > QUIET:
+        lines += ["", f"**The machine was busy**: other processes used up to {busy:.0%} of the CPUs during the rows "
+                  "(column 'busy'), and every row ran 3-8x slower than on a quiet day (benchmarks/results/genai.md). "
+                  "The ratios below are provisional; the token comparisons are not affected."]  # fmt: skip
     lines += [
         "",
         f"- fp32: fastattn {ratios['best_fp32']} / GenAI fp32 = **{ratios['fp32']:.2f}x**; "
