@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.genai import (
-    CACHE, GENAI_PY, MAIN_PY, NEW, PROMPT, ROOT, THREADS, VOCAB, agreement, build_llama, cached, digest, genai_env,
+    CACHE, MAIN_PY, NEW, PROMPT, ROOT, THREADS, VOCAB, agreement, build_llama, cached, digest, genai_env,
     quantization_figures, run_worker, summarise,
 )  # fmt: skip
 from benchmarks.genai_report import QUIET

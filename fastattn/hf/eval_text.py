@@ -65,7 +65,8 @@ def text_eval_set(tokenizer_json: Path, task: Task, pad_id: int, decoder_start: 
         arrays = {"input_ids": ids, "attention_mask": mask}
     else:
         arrays = _seq2seq(tokenizer, samples, length, pad_id, decoder_start if decoder_start is not None else pad_id)
-    what = {Task.TEXT_GENERATION: f"windows of {length} tokens", Task.FEATURE_EXTRACTION: f"paragraphs of <= {length} tokens",
+    what = {Task.TEXT_GENERATION: f"windows of {length} tokens",
+            Task.FEATURE_EXTRACTION: f"paragraphs of <= {length} tokens",
             Task.TEXT2TEXT_GENERATION: f"paragraph pairs of <= {length} tokens"}[task]  # fmt: skip
     rows = len(next(iter(arrays.values())))
     return EvalSet(arrays, f"held-out stdlib text ({rows} {what}, the model's tokenizer)")

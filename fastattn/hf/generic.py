@@ -41,7 +41,8 @@ def fastattn_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor
     """transformers' attention signature: (B, H, S, D) query, (B, Hkv, T, D) key/value -> (B, S, H, Dv)."""
     if attention_mask is not None and attention_mask.dim() != 2:
         raise ExportError(f"{type(module).__name__} builds a {attention_mask.dim()}-D attention mask itself, "
-                          "which the fastattn op cannot take", "export a model whose masks come from transformers' mask interface")  # fmt: skip
+                          "which the fastattn op cannot take",
+                          "export a model whose masks come from transformers' mask interface")  # fmt: skip
     batch, heads, length, _ = query.shape
     kv_heads, keys = key.shape[1], key.shape[2]
     spec = AttentionSpec(heads, kv_heads, bool(getattr(module, "is_causal", False)), int(sliding_window or 0), 0,
@@ -128,7 +129,8 @@ def prepare_generic(checkpoint: Checkpoint, task: Task | None = None) -> Prepare
     tokenizer = checkpoint.carried_files().get("tokenizer.json")
     eval_set = None
     if tokenizer is not None:
-        eval_set = text_eval_set(tokenizer, task, config.pad_token_id or 0, None, getattr(config, "max_position_embeddings", None))
+        limit = getattr(config, "max_position_embeddings", None)
+        eval_set = text_eval_set(tokenizer, task, config.pad_token_id or 0, None, limit)
     window = getattr(config, "sliding_window", None) or 0
     limit = getattr(config, "max_position_embeddings", None)
     return Prepared(

@@ -50,7 +50,8 @@ def prepare_checkpoint(directory: Path, task: str | None = None, kv_buffer: bool
     hf = load_reference(checkpoint.directory, converted.task)
     files = checkpoint.carried_files()
     generation = _json(files.get("generation_config.json"))
-    source = f"{directory.name} (Hugging Face checkpoint, {converted.family.name}, {checkpoint.architecture or 'no architecture'})"
+    architecture = checkpoint.architecture or "no architecture"
+    source = f"{directory.name} (Hugging Face checkpoint, {converted.family.name}, {architecture})"
     return _prepared(converted, hf, source, files, generation, kv_buffer)
 
 

@@ -97,8 +97,8 @@ class DecoderReference(nn.Module):
         new = input_ids.shape[1]
         past_length = attention_mask.shape[1] - new
         cache = _self_cache(self.hf, past, past_length, self.whole)
-        out = self.hf(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions_from_mask(attention_mask, new),
-                      past_key_values=cache, use_cache=True,
+        out = self.hf(input_ids=input_ids, attention_mask=attention_mask,
+                      position_ids=positions_from_mask(attention_mask, new), past_key_values=cache, use_cache=True,
                       cache_position=torch.arange(past_length, past_length + new))  # fmt: skip
         return (out.logits, *_flat(out.past_key_values))
 

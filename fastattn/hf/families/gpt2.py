@@ -16,7 +16,8 @@ def _derive(hf) -> dict:
     if getattr(hf, "add_cross_attention", False):
         raise Unsupported("add_cross_attention")
     return {"decoder_layers": full(hf.n_layer), "activation": activation(hf.activation_function),
-            "ffn_dim": hf.n_inner or 4 * hf.n_embd, "tie_embeddings": bool(getattr(hf, "tie_word_embeddings", True))}  # fmt: skip
+            "ffn_dim": hf.n_inner or 4 * hf.n_embd,
+            "tie_embeddings": bool(getattr(hf, "tie_word_embeddings", True))}  # fmt: skip
 
 
 def _part(index: int, d: int):
