@@ -1,8 +1,10 @@
 """``fastattn generate OUT``: generate with an export through the torch-free runtime, streaming as it goes.
 
-Text prompts need the export's ``tokenizer.json`` (models trained by ``fastattn train``);
-other models take ``--prompt-ids``. One prompt streams; several (repeat the option) run as
-one batch and print one line per prompt at the end.
+Text prompts need the export's ``tokenizer.json`` (models trained by ``fastattn train``, or a
+Hugging Face checkpoint's, read with the ``tokenizers`` package); other models take
+``--prompt-ids``. Hugging Face models stop at their EOS ids unless ``--stop`` names others.
+One prompt streams; several (repeat the option) run as one batch and print one line per
+prompt at the end.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from fastattn.errors import InputError
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
               help="Nucleus sampling probability.")  # fmt: skip
 @click.option("--seed", type=int, default=None, help="Sampling seed.")
-@click.option("--stop", "stop_ids", type=int, multiple=True, help="A token id that ends generation (repeatable).")
+@click.option("--stop", "stop_ids", type=int, multiple=True,
+              help="A token id that ends generation (repeatable) [default: a Hugging Face model's EOS ids].")
 @provider_option
 @threads_option
 @verbose_option
@@ -40,6 +43,7 @@ def generate_command(output, prompts, prompt_ids, max_new_tokens, temperature, t
     if bool(prompts) == bool(prompt_ids):
         raise InputError("give --prompt or --prompt-ids (not both)", "e.g. --prompt 'def main(' or --prompt-ids 1,2,3")
     sampling = Sampling(temperature, top_k, top_p, seed)
+    stop_ids = stop_ids or None  # None: the export's own EOS ids (Hugging Face models)
     model = load(output, provider=provider, threads=threads)
     tokenizer = load_tokenizer(output) if prompts else None
     if prompts:
@@ -57,7 +61,7 @@ def generate_command(output, prompts, prompt_ids, max_new_tokens, temperature, t
         for text, tokens in zip(prompts or prompt_ids, result.tokens, strict=True):
             sys.stdout.write((text + tokenizer.decode(tokens) if tokenizer else " ".join(map(str, tokens))) + "\n")
     else:
-        result = _stream(prompts[0] if prompts else None, tokenizer,
+        result = _stream(prompts[0] if prompts else None, ids[0], tokenizer,
                          lambda on_step: model.generate(ids, max_new_tokens, sampling, stop_ids, on_step))  # fmt: skip
     counts = ", ".join(f"{len(t)} ({why})" for t, why in zip(result.tokens, result.finish, strict=True))
     err.print(f"tokens {counts}; prefill {result.prefill_seconds * 1e3:.1f} ms, "
@@ -74,15 +78,15 @@ def _parse_ids(text: str) -> list[int]:
     return ids
 
 
-def _stream(text: str | None, tokenizer, run):
+def _stream(text: str | None, prompt: list[int], tokenizer, run):
     """One prompt: write its text (or nothing), then each new token as it comes."""
     if text is not None:  # stream text: the prompt, then each token's characters once complete
-        stream = tokenizer.stream()
+        stream = tokenizer.stream(prompt)
         sys.stdout.write(text)
 
         def on_step(_step: int, new: list[int | None]) -> None:
             if new[0] is not None:
-                sys.stdout.write(stream.decode(bytes([new[0]])))
+                sys.stdout.write(stream.push(new[0]))
                 sys.stdout.flush()
     else:
 
@@ -93,6 +97,6 @@ def _stream(text: str | None, tokenizer, run):
 
     result = run(on_step)
     if text is not None:
-        sys.stdout.write(stream.decode(b"", final=True))
+        sys.stdout.write(stream.end())
     sys.stdout.write("\n")
     return result

@@ -49,8 +49,10 @@ def print_quantization(q) -> None:
     table = Table("model", "perplexity", "accuracy", "top-1 agreement", "cosine",
                   title=f"{q.mode} accuracy on {q.data} (vs the float ONNX model)")  # fmt: skip
     for name, f in q.figures.items():
-        cells = (getattr(f, k) for k in ("perplexity", "accuracy", "agreement", "cosine"))
-        table.add_row(name, *("-" if v is None else f"{v:.6g}" for v in cells))
+        cells = ["-" if v is None else f"{v:.6g}" for v in (f.perplexity, f.accuracy, f.agreement, f.cosine)]
+        if f.cosine_min is not None:  # sentence embeddings: mean per-sample cosine (least)
+            cells[-1] += f" ({f.cosine_min:.6g})"
+        table.add_row(name, *cells)
     out.print(table)
     kept = f", {len(q.kept)} kept in float" if q.kept else ""
     out.print(f"{q.mode}: {len(q.quantized)} weights quantized{kept}; "

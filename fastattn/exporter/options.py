@@ -45,6 +45,8 @@ class ExportOptions:
     # one buffer). Rows must be unpadded; sequences at most max_positions long.
     kv_buffer: bool = False
     package_ort: bool = False  # also write <graph>.ort + required_operators.config (exporter.ort_format)
+    task: str | None = None  # Hugging Face models: Optimum's task name; None = from the architecture
+    code: Path | None = None  # the .py file defining a pickled model's classes (needs allow_pickle)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output", Path(self.output))
@@ -58,6 +60,9 @@ class ExportOptions:
         if self.kv_buffer and self.target is not Target.CPU:
             raise InputError(f"--kv-buffer is a CPU path (GroupQueryAttention), not for target {self.target.value}",
                              "export with -t cpu, or without --kv-buffer")  # fmt: skip
+        if self.code is not None and not self.allow_pickle:
+            raise InputError("--code imports and runs a Python file, the trust --allow-pickle asks for",
+                             "add --allow-pickle, or drop --code")  # fmt: skip
         if self.only and self.lowering_plan:
             raise InputError("--lowering and --lowering-plan both given", "pass one of them")
         self.lowering(None, "model")  # an unknown or unsupported rule: one line now, not after the capture
@@ -81,7 +86,7 @@ class ExportOptions:
     def files_read(self, model: Path | None) -> list[Path]:
         """The files a run reads: they must stay outside its destination."""
         files = [model] if model is not None else []
-        files += [p for p in (self.lowering_plan,) if p is not None]
+        files += [p for p in (self.lowering_plan, self.code) if p is not None]
         if self.quantize is not None:
             files += [p for p in (self.quantize.eval_data, self.quantize.calibration) if p is not None]
         return files

@@ -144,12 +144,15 @@ def revalidate(
     precision: Precision | None = None,
     tolerance: Tolerance | None = None,
     threads: int | None = None,
+    code: Path | None = None,
 ) -> ExportResult:
     """Re-run the comparison of an existing export against its model; update its manifest and report."""
     output = Path(output)
     manifest = Manifest.load(output)
-    inputs = tuple(manifest.graphs[0].inputs) if manifest.config is None else ()
-    prepared = prepare(Path(model_path), PrepareRequest(inputs, allow_pickle, manifest.kv_buffer is not None))
+    inputs = tuple(manifest.graphs[0].inputs) if manifest.config is None and manifest.hf is None else ()
+    task = manifest.hf.task if manifest.hf is not None else None
+    request = PrepareRequest(inputs, allow_pickle, manifest.kv_buffer is not None, task, code)
+    prepared = prepare(Path(model_path), request)
     exported = ExportedModel.from_manifest(output, manifest, "cpu", threads)
     cases = [c for g in prepared.graphs for c in default_cases(g, prepared.longest_window, prepared.max_length)]
     if manifest.kv_buffer is not None:

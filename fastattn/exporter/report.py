@@ -33,6 +33,12 @@ def render(manifest: Manifest, timings: dict[str, float] | None = None, notes: l
     if manifest.session.disabled_optimizers:
         lines.append(f"- sessions: ONNX Runtime optimizers {', '.join(manifest.session.disabled_optimizers)} "
                      f"are turned off (the runtime does it; other apps should too): {manifest.session.why}")
+    if manifest.hf:
+        hf = manifest.hf
+        start = f", decoder start {hf.decoder_start_token_id}" if hf.decoder_start_token_id is not None else ""
+        lines.append(f"- Hugging Face: {hf.model_type} ({hf.architecture or 'no architecture'}), task **{hf.task}**, "
+                     f"EOS ids {hf.eos_token_ids or 'none'}, pad id {hf.pad_token_id}{start}; "
+                     f"carried files: {', '.join(hf.files) or 'none'}")  # fmt: skip
     if manifest.kv_buffer:
         kv = manifest.kv_buffer
         lines.append(f"- decode path: **--kv-buffer**, rows must be {kv.rows}, sequences at most "
@@ -136,6 +142,8 @@ def _quantization(q: QuantizationRecord | None) -> list[str]:
               "|---|---|---|---|---|"]  # fmt: skip
     for name, f in q.figures.items():
         cells = [f"{v:.6g}" if v is not None else "-" for v in (f.perplexity, f.accuracy, f.agreement, f.cosine)]
+        if f.cosine_min is not None:  # sentence embeddings: the mean per-sample cosine, then the least
+            cells[-1] += f" (least {f.cosine_min:.6g})"
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     ops = ", ".join(f"{op} {n}" for op, n in sorted(q.ops.items()))
     lines += ["", f"{len(q.quantized)} weight(s) quantized, {len(q.kept)} kept in float. Ops: {ops}."]

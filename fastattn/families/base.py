@@ -10,8 +10,10 @@ from typing import ClassVar
 
 from fastattn.families.graphs import GraphDef
 from fastattn.families.load import LoadedModel, load_model
+from fastattn.models.config import RopeScaling
 from fastattn.quantize.accuracy import EvalSet
 from fastattn.runtime.manifest import Arch, Manifest, TensorSpec
+from fastattn.runtime.records import HfRecord
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,8 @@ class PrepareRequest:
     inputs: tuple[TensorSpec, ...] = ()  # --input: foreign models declare their inputs
     allow_pickle: bool = False  # unpickling runs code from the file
     kv_buffer: bool = False  # --kv-buffer: whole caches (one fixed buffer), GQA with rotary inside
+    task: str | None = None  # Hugging Face models: Optimum's task name; None = from the architecture
+    code: Path | None = None  # --code: the .py file defining a pickled model's classes (needs allow_pickle)
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class FastDecode:
     rope_theta: float
     head_size: int
     max_positions: int  # rows of GQA's cos/sin tables: the longest sequence the export takes
+    rope_scaling: RopeScaling | None = None  # the model's (llama3, linear): the tables must follow it
 
 
 @dataclass
@@ -47,20 +52,22 @@ class Prepared:
     max_length: int | None = None  # the longest sequence (cache included) the model takes
     expected_fusions: dict[str, dict[str, int]] = field(default_factory=dict)  # graph -> fusion -> count
     eval_set: EvalSet | None = None  # held-out data for accuracy gates (real text where the family has it)
-    files: dict[str, bytes] = field(default_factory=dict)  # carried into the export (tokenizer.json, ...)
+    files: dict[str, bytes | Path] = field(default_factory=dict)  # carried into the export: contents, or a file
+    hf: HfRecord | None = None  # Hugging Face models: identity and generation defaults
     fast_decode: FastDecode | None = None  # set when --kv-buffer was asked for and the family supports it
 
 
 class ModelSource:
     """A model path; its file is loaded (by content, see :mod:`fastattn.families.load`) at most once."""
 
-    def __init__(self, path: Path, allow_pickle: bool = False):
+    def __init__(self, path: Path, allow_pickle: bool = False, code: Path | None = None):
         self.path = path
         self.allow_pickle = allow_pickle
+        self.code = code
 
     @functools.cached_property
     def loaded(self) -> LoadedModel:
-        return load_model(self.path, allow_pickle=self.allow_pickle)
+        return load_model(self.path, allow_pickle=self.allow_pickle, code=self.code)
 
 
 class Family(ABC):

@@ -60,12 +60,16 @@ class LoadedModel:
         return f"{self.source.name} ({self.format.value})"
 
 
-def load_model(path: str | Path, allow_pickle: bool = False) -> LoadedModel:
+def load_model(path: str | Path, allow_pickle: bool = False, code: Path | None = None) -> LoadedModel:
     """Load a model file; the format is detected from its content.
 
     ``allow_pickle`` permits unpickling a whole ``nn.Module`` saved with ``torch.save(model)``,
-    which runs code from the file: only for files the user trusts.
+    which runs code from the file: only for files the user trusts. ``code`` is the Python file
+    that defines its classes (imported, not run; :mod:`fastattn.families.user_code`).
     """
+    if code is not None and not allow_pickle:
+        raise InputError("--code imports and runs a Python file, the trust --allow-pickle asks for",
+                         "add --allow-pickle, or drop --code")  # fmt: skip
     path = _check_path(Path(path))
     with path.open("rb") as f:
         head = f.read(4)
@@ -79,11 +83,11 @@ def load_model(path: str | Path, allow_pickle: bool = False) -> LoadedModel:
             return _load_torchscript(path)
         if kind is ModelFormat.EXPORTED_PROGRAM:
             return _load_program(path)
-        return _load_saved(path, allow_pickle)
+        return _load_saved(path, allow_pickle, code)
     if head.startswith(_ZIP_MAGIC):
         raise LoadError(f"{path} is a damaged zip archive (truncated?)", "save or copy the model file again")
     if head.startswith(_PICKLE_MAGIC):
-        return _load_saved(path, allow_pickle)
+        return _load_saved(path, allow_pickle, code)
     raise LoadError(
         f"{path} is not a PyTorch file (neither a torch.save/TorchScript/.pt2 zip archive nor a pickle)",
         "pass a model saved with torch.save, torch.jit.save or torch.export.save",
@@ -95,7 +99,8 @@ def _check_path(path: Path) -> Path:
         raise InputError(f"no such file: {path}", "check the model path")
     if path.is_dir():
         raise InputError(
-            f"{path} is a directory, not a model file", "pass the model file itself (e.g. model.pt)"
+            f"{path} is a directory without config.json: neither a model file nor a Hugging Face checkpoint",
+            "pass the model file itself (e.g. model.pt), or a directory written by save_pretrained",
         )
     return path
 
@@ -142,7 +147,7 @@ def _load_program(path: Path) -> LoadedModel:
     return LoadedModel(ModelFormat.EXPORTED_PROGRAM, path, program)
 
 
-def _load_saved(path: Path, allow_pickle: bool) -> LoadedModel:
+def _load_saved(path: Path, allow_pickle: bool, code: Path | None = None) -> LoadedModel:
     """A torch.save file: a fastattn checkpoint (weights only) or, with consent, a pickled module."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -157,7 +162,7 @@ def _load_saved(path: Path, allow_pickle: bool) -> LoadedModel:
                 "rerun with --allow-pickle if you trust the file, "
                 "or save a TorchScript or torch.export (.pt2) model",
             ) from None
-        return _load_pickled(path)
+        return _load_pickled(path, code)
     except Exception as e:  # corrupt archives raise RuntimeError, EOFError, KeyError, ...
         raise _damaged(path, _first_line(e)) from e
     if isinstance(obj, dict) and obj.get("format") == "fastattn":
@@ -166,19 +171,26 @@ def _load_saved(path: Path, allow_pickle: bool) -> LoadedModel:
     raise LoadError(f"{path} holds {_what(obj)}, not a model", _fix_for(obj))
 
 
-def _load_pickled(path: Path) -> LoadedModel:
+def _load_pickled(path: Path, code: Path | None = None) -> LoadedModel:
     log.warning("unpickling %s with weights_only=False (--allow-pickle): this runs code from the file", path)
+    extra = {}
+    if code is not None:
+        from fastattn.families.user_code import import_code, pickle_module
+
+        extra["pickle_module"] = pickle_module(import_code(code))
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = torch.load(path, map_location="cpu", weights_only=False, **extra)
     except Exception as e:  # anything can happen while unpickling foreign code
         raise LoadError(
             f"{path} failed to unpickle: {_first_line(e)}",
-            "import the module that defines the model's classes, or save it as TorchScript or .pt2",
+            "pass the file that defines the model's classes with --code FILE.py, or save it as TorchScript or .pt2",
         ) from e
     if not isinstance(obj, torch.nn.Module):
         raise LoadError(f"{path} holds {_what(obj)}, not an nn.Module", _fix_for(obj))
     kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
     note = f"unpickled with --allow-pickle: {kind} (this ran code from the file)"
+    if code is not None:
+        note += f"; classes from --code {code.name}"
     return LoadedModel(ModelFormat.PICKLED_MODULE, path, obj.eval(), notes=[note])
 
 

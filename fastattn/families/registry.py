@@ -7,9 +7,11 @@ from pathlib import Path
 from fastattn.errors import InputError
 from fastattn.families.base import Family, ModelSource, Prepared, PrepareRequest
 from fastattn.families.fastattn import FastAttnFamily
+from fastattn.families.hf import HuggingFaceFamily
 from fastattn.families.module import ModuleFamily
 
 FAMILIES: tuple[Family, ...] = (
+    HuggingFaceFamily(),  # checkpoint directories, and pickled PreTrainedModels of a spec'd type
     FastAttnFamily(),
     ModuleFamily(),  # last: it takes any PyTorch file
 )
@@ -23,8 +25,11 @@ def find(source: ModelSource) -> Family:
         if family.claims(source):
             return family
     supported = "; ".join(f"{f.name}: {f.description}" for f in FAMILIES)
-    kind = "directory" if source.path.is_dir() else "file"
-    raise InputError(f"{source.path} is a {kind} no model family reads", f"pass one of: {supported}")
+    if source.path.is_dir():
+        raise InputError(f"{source.path} is a directory without config.json: neither a model file nor a Hugging "
+                         "Face checkpoint", "pass the model file itself (e.g. model.pt), or a directory written "
+                         "by save_pretrained")  # fmt: skip
+    raise InputError(f"{source.path} is a file no model family reads", f"pass one of: {supported}")
 
 
 def by_name(name: str) -> Family:
@@ -37,5 +42,9 @@ def by_name(name: str) -> Family:
 
 def prepare(path: Path, request: PrepareRequest = PrepareRequest()) -> Prepared:
     """The graphs and records of an export of the model at ``path``."""
-    source = ModelSource(Path(path), request.allow_pickle)
-    return find(source).prepare(source, request)
+    source = ModelSource(Path(path), request.allow_pickle, request.code)
+    family = find(source)
+    if request.task is not None and family.name != HuggingFaceFamily.name:
+        raise InputError(f"--task is for Hugging Face models; {source.path.name} is not one",
+                         "drop --task, or pass a checkpoint directory (config.json + safetensors)")  # fmt: skip
+    return family.prepare(source, request)

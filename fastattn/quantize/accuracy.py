@@ -43,6 +43,9 @@ class Task(str, Enum):
     LM = "lm"  # next-token logits: perplexity
     CLASSIFIER = "classifier"  # one logit row per sample: accuracy
     EMBEDDING = "embedding"  # hidden states only: cosine
+    # Hugging Face feature extraction: each sample's masked-mean-pooled hidden state, cosine per sample
+    # with the reference's (``cosine`` the mean, ``cosine_min`` the least)
+    SENTENCE_EMBEDDING = "sentence_embedding"
 
 
 @dataclass
@@ -89,8 +92,11 @@ def save_npz(data: EvalSet, path: Path) -> None:
 
 def task_of(manifest: Manifest) -> Task:
     names = {o.name for g in manifest.graphs for o in g.outputs}
-    if manifest.arch.generates:
+    hf_task = manifest.hf.task if manifest.hf is not None else None
+    if manifest.arch.generates or hf_task == "text-generation":
         return Task.LM
+    if hf_task == "feature-extraction":
+        return Task.SENTENCE_EMBEDDING
     return Task.CLASSIFIER if "logits" in names else Task.EMBEDDING
 
 
@@ -125,6 +131,10 @@ def random_eval_set(manifest: Manifest, samples: int = 8, sequence: int = 128, s
     first = manifest.graphs[0]
     named = {d for g in manifest.graphs for s in g.inputs for d in s.dims() for d in dims.names(d)}
     sizes = {d: sequence for d in named} | {"batch": samples, "past_sequence": 0}  # any name a graph uses
+    if manifest.arch is Arch.MODULE:  # a foreign graph names its own dims: the first input's first is the batch
+        leading = first.inputs[0].shape[0] if first.inputs and first.inputs[0].shape else None
+        if isinstance(leading, str):
+            sizes[leading] = samples
     pad = _pad_to_lengths if manifest.kv_buffer is None else (lambda mask: None)  # --kv-buffer: unpadded rows
     if manifest.arch is Arch.ENCODER_DECODER:
         enc = sample_inputs(first.inputs, sizes, rng)
@@ -226,9 +236,14 @@ class _Tally:
     dot: float = 0.0
     norm_a: float = 0.0
     norm_b: float = 0.0
+    sample_cosines: list[float] = field(default_factory=list)
 
     def figures(self, task: Task, is_reference: bool) -> Figures:
         cosine = self.dot / np.sqrt(self.norm_a * self.norm_b) if self.norm_a * self.norm_b > 0 else 1.0
+        if task is Task.SENTENCE_EMBEDDING:
+            found = self.sample_cosines or [1.0]
+            return Figures(cosine=None if is_reference else float(np.mean(found)),
+                           cosine_min=None if is_reference else float(np.min(found)))  # fmt: skip
         return Figures(
             perplexity=float(np.exp(self.nll / self.tokens)) if task is Task.LM and self.tokens else None,
             accuracy=self.correct / self.labelled if task is Task.CLASSIFIER and self.labelled else None,
@@ -244,6 +259,11 @@ def evaluate(
     tallies = {name: _Tally() for name in forwards}
     for batch in data.batches(batch_size):
         outputs = {name: fwd(batch) for name, fwd in forwards.items()}
+        if task is Task.SENTENCE_EMBEDDING:
+            ref = _pooled(*outputs[reference])
+            for name, (out, valid) in outputs.items():
+                tallies[name].sample_cosines += _row_cosines(_pooled(out, valid), ref)
+            continue
         ref, valid = outputs[reference]
         ref = ref[valid].astype(np.float64)
         for name, (out, _) in outputs.items():
@@ -269,3 +289,14 @@ def evaluate(
                 tally.correct += int(np.sum(got.argmax(-1)[keep] == labels[keep]))
                 tally.labelled += int(keep.sum())
     return {name: t.figures(task, name == reference) for name, t in tallies.items()}
+
+
+def _pooled(out: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(N, S, D) hidden states -> (N, D) means over each sample's valid positions."""
+    weights = valid.astype(np.float64)[..., None]
+    return (out.astype(np.float64) * weights).sum(1) / np.maximum(weights.sum(1), 1.0)
+
+
+def _row_cosines(a: np.ndarray, b: np.ndarray) -> list[float]:
+    norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+    return [float(x) for x in np.where(norms > 0, (a * b).sum(-1) / np.maximum(norms, 1e-300), 1.0)]

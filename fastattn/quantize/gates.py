@@ -2,7 +2,8 @@
 
     language models, encoder-decoders   perplexity increase (relative)
     classifiers                         accuracy drop (absolute) and output cosine
-    encoders without a head             output cosine
+    encoders without a head             output cosine (Hugging Face feature extraction: the mean
+                                        per-sample cosine of mean-pooled embeddings)
 
 A gate is checked on the evaluation set (held-out data of a trained model, the user's own
 data, or random samples — the report says which). Failing it is an error unless the user

@@ -99,16 +99,26 @@ def generate(
     prompt_ids: Sequence[int] | Sequence[Sequence[int]] | np.ndarray,
     max_new_tokens: int = 32,
     sampling: Sampling = Sampling(),
-    stop_ids: Sequence[int] = (),
+    stop_ids: Sequence[int] | None = None,
     on_step: StepCallback | None = None,
-    pad_id: int = 0,
+    pad_id: int | None = None,
     decoder_start: int | None = None,
 ) -> Generation:
     """Generate up to ``max_new_tokens`` tokens after each prompt (one prompt or a list of them).
 
     For encoder-decoders the prompts are the encoder input and the decoder starts from
-    ``decoder_start`` (None: each prompt's last token, the convention of ``fastattn train seq2seq``).
+    ``decoder_start``. Defaults come from the manifest of a Hugging Face model (``hf``: its EOS
+    ids stop a row, its pad id pads, its decoder_start_token_id starts the decoder); otherwise
+    nothing stops a row but ``max_new_tokens``, rows are padded with 0, and the decoder starts
+    from each prompt's last token (the convention of ``fastattn train seq2seq``).
     """
+    hf = model.manifest.hf
+    if stop_ids is None:
+        stop_ids = hf.eos_token_ids if hf is not None else ()
+    if pad_id is None:
+        pad_id = hf.pad_token_id if hf is not None and hf.pad_token_id is not None else 0
+    if decoder_start is None and hf is not None:
+        decoder_start = hf.decoder_start_token_id
     arch = model.manifest.arch
     if not arch.generates:
         raise InputError(f"this export is {'a foreign module' if arch is Arch.MODULE else 'an ' + arch}, it cannot generate",

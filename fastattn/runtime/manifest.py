@@ -21,6 +21,7 @@ from fastattn.errors import InputError
 from fastattn.files import write_atomic
 from fastattn.runtime import dims, schema
 from fastattn.runtime.records import (
+    HfRecord,
     KvBuffer,
     OrtPackage,
     PlacementRecord,
@@ -199,6 +200,7 @@ class Manifest:
     max_length: int | None = None  # the longest sequence (cache included) the export takes; None: no limit
     kv_buffer: KvBuffer | None = None  # the --kv-buffer decode path
     ort_format: OrtPackage | None = None  # the ORT-format package beside the .onnx files
+    hf: HfRecord | None = None  # a Hugging Face checkpoint's identity and generation defaults
     validation: ValidationRecord | None = None
     versions: dict[str, str] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)  # every file of the export (what --force may replace)

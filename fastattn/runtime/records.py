@@ -66,6 +66,7 @@ class Figures:
     accuracy: float | None = None
     agreement: float | None = None  # top-1 agreement with the reference model
     cosine: float | None = None  # cosine of the main output with the reference model
+    cosine_min: float | None = None  # sentence embeddings: the least per-sample cosine
 
 
 @dataclass
@@ -190,3 +191,19 @@ class OrtPackage:
 
     def files(self) -> list[str]:
         return [g.file for g in self.graphs] + [self.config, self.typed_config]
+
+
+@dataclass
+class HfRecord:
+    """A Hugging Face checkpoint's identity and generation defaults (its config.json and tokenizer files
+    are carried beside the graphs)."""
+
+    model_type: str
+    family: str  # the architecture spec it was mapped with ("llama", ...), or "attention-interface"
+    task: str  # Optimum's task name: feature-extraction, text-generation, text2text-generation
+    architecture: str | None = None
+    eos_token_ids: list[int] = field(default_factory=list)  # a row stops at any of them
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    decoder_start_token_id: int | None = None
+    files: list[str] = field(default_factory=list)  # carried from the checkpoint

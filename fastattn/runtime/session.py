@@ -391,12 +391,13 @@ class ExportedModel:
         prompt_ids: Sequence[int] | Sequence[Sequence[int]] | np.ndarray,
         max_new_tokens: int = 32,
         sampling: Sampling = Sampling(),
-        stop_ids: Sequence[int] = (),
+        stop_ids: Sequence[int] | None = None,
         on_step: StepCallback | None = None,
-        pad_id: int = 0,
+        pad_id: int | None = None,
         decoder_start: int | None = None,
     ) -> Generation:
-        """New tokens after one prompt or a batch of them, greedy by default (:mod:`fastattn.runtime.generate`)."""
+        """New tokens after one prompt or a batch of them, greedy by default (:mod:`fastattn.runtime.generate`);
+        stop ids, pad id and decoder start default to a Hugging Face model's own (the manifest's ``hf``)."""
         return generate(self, prompt_ids, max_new_tokens, sampling, stop_ids, on_step, pad_id, decoder_start)
 
 

@@ -12,6 +12,7 @@ from fastattn.families.module.input_spec import parse_input_spec
 from fastattn.families.registry import FAMILIES, ModelSource, find
 from fastattn.models import LayerAttention, ModelConfig, build, save
 from fastattn.runtime import load
+from tests.hf import checkpoints
 
 
 def fastattn_decoder(directory: Path) -> tuple[Path, dict]:
@@ -28,7 +29,11 @@ def pickled_module(directory: Path) -> tuple[Path, dict]:
     return directory / "encoder.pt", {"allow_pickle": True, "inputs": (parse_input_spec("src:batch,seq,16:float32"),)}
 
 
-BUILDERS = {"fastattn": fastattn_decoder, "module": pickled_module}
+def huggingface_llama(directory: Path) -> tuple[Path, dict]:
+    return checkpoints.llama(directory / "llama"), {}
+
+
+BUILDERS = {"fastattn": fastattn_decoder, "huggingface": huggingface_llama, "module": pickled_module}
 
 
 def test_every_registered_family_has_a_tiny_model_here():

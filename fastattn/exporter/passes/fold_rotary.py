@@ -18,5 +18,6 @@ class FoldRotary(ir.passes.InPlacePass):
         self.folded = 0
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        self.folded = fold_rotary(model, self.fast.rope_theta, self.fast.head_size, self.fast.max_positions)
+        fast = self.fast
+        self.folded = fold_rotary(model, fast.rope_theta, fast.head_size, fast.max_positions, fast.rope_scaling)
         return ir.passes.PassResult(model, modified=bool(self.folded))

@@ -4,7 +4,9 @@ directory becomes the destination, or ``<destination>.rejected`` with a :class:`
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from pathlib import Path
 
 from fastattn.errors import ValidationFailed
 from fastattn.exporter import report
@@ -29,8 +31,11 @@ def finish(state: ExportState) -> ExportResult:
     manifest = state.manifest
     prepared = state.prepared
     if prepared is not None:
-        for name, data in prepared.files.items():
-            write_atomic(state.directory / name, data)
+        for name, data in prepared.files.items():  # contents, or a file carried as it is (a checkpoint's)
+            if isinstance(data, Path):
+                shutil.copy2(data, state.directory / name)
+            else:
+                write_atomic(state.directory / name, data)
         if prepared.eval_set is not None:
             save_npz(prepared.eval_set, state.directory / EVAL_FILE)
     if state.choices:

@@ -26,7 +26,8 @@ class Prepare(Step):
         options = state.options
         state.progress(f"loading {state.source}")
         with state.timed("load"):
-            prepared = prepare(state.source, PrepareRequest(options.inputs, options.allow_pickle, options.kv_buffer))
+            request = PrepareRequest(options.inputs, options.allow_pickle, options.kv_buffer, options.task, options.code)
+            prepared = prepare(state.source, request)
         fast = prepared.fast_decode
         state.prepared = prepared
         state.manifest = Manifest(
@@ -34,6 +35,7 @@ class Prepare(Step):
             family=prepared.family, dims=prepared.dims, precision=options.precision, config=prepared.config,
             max_length=prepared.max_length, versions=versions(),
             kv_buffer=KvBuffer(fast.max_positions, "unpadded", KV_BUFFER) if fast is not None else None,
+            hf=prepared.hf,
         )  # fmt: skip
         state.graphs = prepared.graphs
         state.expected_fusions = prepared.expected_fusions

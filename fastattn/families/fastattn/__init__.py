@@ -51,7 +51,7 @@ class FastAttnFamily(Family):
             expected_fusions={g.name: expected_counts(cfg, g.name) for g in graphs},
             eval_set=_eval_set(payload, path),
             files={"tokenizer.json": (json.dumps(tokenizer, indent=2) + "\n").encode()} if tokenizer else {},
-            fast_decode=FastDecode(cfg.rope_theta, cfg.head_size, cfg.max_positions) if request.kv_buffer else None,
+            fast_decode=fast_decode(cfg) if request.kv_buffer else None,
         )
 
     def expected_fusions(self, manifest: Manifest) -> dict[str, dict[str, int]]:
@@ -59,6 +59,11 @@ class FastAttnFamily(Family):
             return {}
         cfg = ModelConfig.from_dict(manifest.config)
         return {g.name: expected_counts(cfg, g.name) for g in manifest.graphs}
+
+
+def fast_decode(cfg: ModelConfig) -> FastDecode:
+    """The --kv-buffer path of a fastattn model: GQA's rotary tables follow its rope."""
+    return FastDecode(cfg.rope_theta, cfg.head_size, cfg.max_positions, cfg.rope_scaling)
 
 
 def _eval_set(payload: dict, path: Path) -> EvalSet | None:

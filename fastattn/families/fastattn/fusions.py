@@ -9,8 +9,11 @@ L layers, c = 1 when the layers have cross-attention (the seq2seq decoder):
   all but the first, whose input is the token embedding; with learned positions that
   input is ``tokens + positions``, an Add like any residual, and fuses too (decoder
   positions are computed at (B, S) from the mask, so both operands are (B, S, D));
+- an embedding norm (``embedding_norm``) is one more norm in each graph that embeds tokens;
+  its input is ``tokens + positions`` with learned positions (a skip norm then), and a
+  pre-LN stack's first norm then takes the embedding norm's output (not an Add);
 - ``gelu`` and ``bias_gelu``: one per layer with a GELU FFN (``bias_gelu`` only with
-  biases); ``fast_gelu``: none (the config cannot ask for the tanh approximation);
+  FFN biases); ``fast_gelu``: one per layer with the tanh approximation (``gelu_tanh``);
 - ``rotary``: two per layer with rotary positions (queries and keys of self-attention;
   cross-attention is not rotated);
 - ``packed_qkv``: one per self-attention layer.
@@ -30,9 +33,11 @@ def expected_counts(config: ModelConfig, graph: str | None = None) -> dict[str, 
     """
     layers, cross, _ = _stack(config, graph)
     pre = config.norm_position is NormPosition.PRE
-    norms = layers * (2 + cross) + (1 if pre and layers else 0)
     embedding_add = config.positions is Positions.LEARNED
-    skip = norms - (1 if pre and layers and not embedding_add else 0)
+    embedding_norm = 1 if config.embedding_norm and layers else 0
+    norms = layers * (2 + cross) + (1 if pre and layers else 0) + embedding_norm
+    first_is_add = embedding_add and not embedding_norm  # the input of a pre-LN stack's first norm
+    skip = norms - (1 if pre and layers and not first_is_add else 0) - (embedding_norm if not embedding_add else 0)
     rms = config.norm is Norm.RMS
     gelu = layers if config.activation is Activation.GELU else 0
     return {
@@ -41,8 +46,8 @@ def expected_counts(config: ModelConfig, graph: str | None = None) -> dict[str, 
         "skip_layer_norm": 0 if rms else skip,
         "skip_rms_norm": skip if rms else 0,
         "gelu": gelu,
-        "fast_gelu": 0,
-        "bias_gelu": gelu if config.bias else 0,
+        "fast_gelu": layers if config.activation is Activation.GELU_TANH else 0,
+        "bias_gelu": gelu if config.biases[2] else 0,
         "rotary": 2 * layers if config.positions is Positions.ROTARY else 0,
         "packed_qkv": layers,
     }

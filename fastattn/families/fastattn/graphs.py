@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from fastattn.families.graphs import GraphDef
-from fastattn.models.config import Arch, ModelConfig, Positions
+from fastattn.models.config import Arch, ModelConfig
 from fastattn.models.layers import KV
 from fastattn.models.transformer import FastAttnModel
 from fastattn.runtime.dims import capped
@@ -144,7 +144,7 @@ def _decoder_graph(name: str, module: nn.Module, cfg: ModelConfig, extra: list[T
 
 def max_length(cfg: ModelConfig) -> int | None:
     """The longest sequence (cache included) the model can take: learned positions have a table."""
-    return cfg.max_positions if cfg.positions is Positions.LEARNED else None
+    return cfg.position_limit
 
 
 def windows(cfg: ModelConfig) -> list[int]:

@@ -4,7 +4,10 @@ A spec is ``name:dims:dtype[:fill]``::
 
     src:batch,seq,512:float32         dims are sizes or names of dynamic dims
     ids:batch,seq=12:int64:<1000      ``seq=12`` traces seq at 12; ``<1000``: token ids in [0, 1000)
-                                      (integer inputs without a range hold 0 and 1)
+    ids:batch,seq:int64               integer inputs without a range: token ids in [0, vocabulary) when
+                                      the model says its vocabulary (a transformers config's vocab_size,
+                                      or its one nn.Embedding table), else [0, 2); inputs named *mask*
+                                      are masks
     pad:batch,seq:bool                bool inputs are all False (e.g. a key_padding_mask: attend everywhere)
     mask:batch,seq:int64:mask         ``mask``: all ones (1 = attend); ``zeros`` / ``normal`` also accepted
 
@@ -19,7 +22,7 @@ import itertools
 import logging
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch.utils import _pytree as pytree
@@ -37,6 +40,8 @@ FORM = "expected name:dim,dim,...:dtype[:<high|mask|zeros|normal], e.g. ids:batc
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
 _DIM = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:=(?P<size>\d+))?$|(?P<fixed>\d+)$")
 MIN_TRACE_SIZE = 2  # torch.export specialises sizes 0 and 1
+UNKNOWN_RANGE = 0  # an integer input given no '<N': resolved from the model (see resolve_token_ranges)
+FALLBACK_RANGE = 2  # token ids in [0, 2) when the model does not say its vocabulary
 
 
 @dataclass(frozen=True)
@@ -118,7 +123,7 @@ def _parse_dims(text: str, dims_text: str) -> tuple[tuple[Dim, ...], dict[str, i
 def _parse_fill(text: str, field: str, dtype: str) -> tuple[Fill, int]:
     integer = dtype in ("int64", "int32")
     if not field:
-        return (Fill.TOKENS, 2) if integer else (Fill.ZEROS if dtype == "bool" else Fill.NORMAL, 0)
+        return (Fill.TOKENS, UNKNOWN_RANGE) if integer else (Fill.ZEROS if dtype == "bool" else Fill.NORMAL, 0)
     if field.startswith("<"):
         if not integer:
             raise _bad(text, "a token range '<N' needs an int64 or int32 input")
@@ -156,10 +161,39 @@ def foreign_graph(loaded: LoadedModel, specs: Sequence[TensorSpec], name: str = 
             f"{loaded.describe()} does not say what inputs it takes", f"declare each with --input ({FORM})"
         )
     specs, trace_sizes = split_specs(specs)
+    specs = resolve_token_ranges(specs, vocabulary_size(loaded.module))
     sizes = _distinct_sizes(specs, trace_sizes)
     graph = GraphDef(name, loaded.module, specs, [], trace_sizes=sizes)
     graph.outputs = infer_outputs(graph)
     return graph
+
+
+def vocabulary_size(module: object) -> int | None:
+    """The token vocabulary a model says it has: a transformers config's ``vocab_size``, or the size of
+    its one ``nn.Embedding`` table (also inside TorchScript); None when it does not say."""
+    vocab = getattr(getattr(module, "config", None), "vocab_size", None)
+    if isinstance(vocab, int) and vocab > 0:
+        return vocab
+    if not isinstance(module, torch.nn.Module):
+        return None
+    tables = {int(m.weight.shape[0]) for m in module.modules()
+              if getattr(m, "original_name", type(m).__name__) == "Embedding" and hasattr(m, "weight")}  # fmt: skip
+    return tables.pop() if len(tables) == 1 else None
+
+
+def resolve_token_ranges(specs: Sequence[TensorSpec], vocabulary: int | None) -> list[TensorSpec]:
+    """Integer inputs declared without a range: masks when named so, else ids in the model's vocabulary."""
+    out = []
+    for spec in specs:
+        if spec.fill is Fill.TOKENS and spec.high == UNKNOWN_RANGE:
+            if "mask" in spec.name.lower():
+                spec = replace(spec, fill=Fill.MASK)
+            else:
+                spec = replace(spec, high=vocabulary or FALLBACK_RANGE)
+                log.info("input %r takes token ids in [0, %d)%s", spec.name, spec.high,
+                         "" if vocabulary else " (the model does not say its vocabulary; set one with :<N)")  # fmt: skip
+        out.append(spec)
+    return out
 
 
 def program_input_specs(program: torch.export.ExportedProgram) -> list[TensorSpec]:
@@ -282,5 +316,5 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 def _fill_for(dtype: torch.dtype) -> Fill:
     if dtype in (torch.int64, torch.int32):
-        return Fill.TOKENS
+        return Fill.TOKENS  # range resolved from the model (resolve_token_ranges)
     return Fill.ZEROS if dtype == torch.bool else Fill.NORMAL

@@ -227,11 +227,22 @@ def _regroup(layout: list[list[Atom]], shape) -> list[list[Atom]]:
 
 
 def _expr(x: object):
+    """A size as a sympy expression; a size computed by a graph node (``x.shape[2]`` as a slice end) is
+    that node's recorded value. A size the analysis cannot read is :class:`Unsound`, never a crash."""
     import sympy
 
+    if isinstance(x, torch.fx.Node):
+        value = node_val(x)
+        if not isinstance(value, (int, torch.SymInt)):
+            raise Unsound(f"a mask size is computed by {x.name}, whose value is not recorded")
+        x = value
     if isinstance(x, torch.SymInt):
         return x.node.expr
-    return x if isinstance(x, sympy.Expr) else sympy.Integer(int(x))
+    if isinstance(x, sympy.Expr):
+        return x
+    if isinstance(x, int) and not isinstance(x, bool):
+        return sympy.Integer(x)
+    raise Unsound(f"a mask size {x!r} is not a number")
 
 
 def same_size(a: object, b: object) -> bool:

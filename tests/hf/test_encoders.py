@@ -1,0 +1,70 @@
+"""BERT, RoBERTa and DistilBERT end to end: export, attention nodes, hidden states of the ONNX model against
+transformers' on a left-padded batch, and int8 gated on the pooled embeddings of held-out text."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import fastattn.runtime as rt
+from fastattn.errors import InputError
+from fastattn.runtime import schema
+from tests.hf import reference
+from tests.hf.checkpoints import VOCAB
+
+ENCODERS = ["bert", "roberta", "distilbert"]
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_encoder_hidden_states_match_transformers(hf_checkpoint, hf_export, name):
+    result = hf_export(name)
+    manifest = result.manifest
+    assert [(a.kind, a.num_heads) for a in manifest.attention] == [("full", 4)] * 2
+    assert manifest.hf.task == "feature-extraction" and manifest.validation.passed
+    assert manifest.arch == "encoder" and [o.name for o in manifest.graphs[0].outputs] == ["last_hidden_state"]
+
+    ids = np.random.default_rng(0).integers(3, VOCAB, (3, 40)).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[1, 30:] = 0  # right-padded, as tokenizers pad
+    mask[2, :12] = 0  # left-padded
+    got = rt.load(result.output).run({"input_ids": ids, "attention_mask": mask})["last_hidden_state"]
+    hf = reference.encoder(hf_checkpoint(name))
+    extra = {}
+    if name == "roberta":  # what transformers derives from pad tokens: positions count tokens from padding_idx+1
+        m = torch.from_numpy(mask)
+        extra["position_ids"] = m.cumsum(-1) * m + hf.config.pad_token_id
+    with torch.no_grad():
+        want = hf(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), **extra).last_hidden_state.numpy()
+    valid = mask.astype(bool)
+    assert np.abs(got - want)[valid].max() < 2e-5
+    with pytest.raises(InputError, match="cannot generate"):
+        rt.load(result.output).generate([5, 6], 4)
+
+
+def test_bert_int8_gate_on_pooled_embeddings_of_held_out_text(hf_export):
+    from fastattn.quantize import Mode, QuantOptions
+    from fastattn.quantize.step import QuantizeStep
+
+    result = hf_export("bert", quantize=QuantizeStep(QuantOptions(Mode.INT8)))
+    q = schema.dump(result.manifest.quantization)  # records as plain data
+    assert q["passed"] and q["task"] == "sentence_embedding"
+    assert q["data"].startswith("held-out stdlib text (32 paragraphs of <= 128 tokens")
+    quantized = q["figures"]["quantized"]
+    assert 0.999 <= quantized["cosine_min"] <= quantized["cosine"] < 1.0
+    assert q["figures"]["pytorch"]["cosine"] > 0.99999
+    assert result.manifest.precision == "int8" and result.manifest.validation.passed
+    assert (result.output / "eval.npz").is_file()  # fastattn quantize can gate on the same text later
+
+
+def test_validate_command_reruns_against_transformers(hf_checkpoint, hf_export, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from fastattn.cli import main
+
+    out = tmp_path / "distilbert"
+    shutil.copytree(hf_export("distilbert").output, out)
+    run = CliRunner().invoke(main, ["validate", str(hf_checkpoint("distilbert")), str(out)])
+    assert run.exit_code == 0 and "passed 3 cases" in run.output, run.output
