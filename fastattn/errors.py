@@ -42,6 +42,10 @@ class ValidationFailed(FastAttnError):
     exit_code = 3
 
 
+class RunError(FastAttnError):
+    """ONNX Runtime failed while running a graph on valid inputs (out of memory, a provider's kernel)."""
+
+
 class ProviderError(FastAttnError):
     """An execution provider was asked for that is unknown or not installed."""
 

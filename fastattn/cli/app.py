@@ -55,6 +55,10 @@ def handle_errors(fn: Callable) -> Callable:
             if logging.getLogger().level <= logging.DEBUG and e.__cause__ is not None:
                 err.print_exception()
             sys.exit(e.exit_code)
+        except MemoryError:
+            err.print("[bold red]error:[/] out of memory. Fix: use smaller sizes (batch, sequence) or fewer rows",
+                      highlight=False)  # fmt: skip
+            sys.exit(1)
         finally:
             for signum, handler in before.items():
                 signal.signal(signum, handler)
@@ -129,6 +133,9 @@ class OneLineErrors:
             sys.exit(e.exit_code)
         except click.ClickException as e:
             err.print(f"[bold red]error:[/] {sanitize(e.format_message())}", highlight=False, soft_wrap=True)
+            sys.exit(e.exit_code)
+        except FastAttnError as e:  # raised while options are parsed (a callback), before the command runs
+            err.print(f"[bold red]error:[/] {sanitize(str(e))}", highlight=False, soft_wrap=True)
             sys.exit(e.exit_code)
         except click.exceptions.Abort:
             err.print("[bold red]interrupted[/] (SIGINT)", highlight=False)

@@ -9,7 +9,6 @@ import click
 from fastattn.cli.app import Command, command, force_option, json_option, progress, threads_option, verbose_option
 from fastattn.cli.options import lowering_options, quantize_options
 from fastattn.cli.summary import print_export
-from fastattn.errors import InputError
 from fastattn.targets import Target
 
 
@@ -18,10 +17,7 @@ def _input_specs(_ctx, _param, values: tuple[str, ...]):
         return ()
     from fastattn.families.module.input_spec import parse_input_spec  # noqa: PLC0415  (imports torch)
 
-    try:
-        return tuple(parse_input_spec(v) for v in values)
-    except InputError as e:
-        raise click.BadParameter(str(e)) from e
+    return tuple(parse_input_spec(v) for v in values)  # an InputError is one line (cli.app.OneLineErrors)
 
 
 @click.command("export", cls=Command)

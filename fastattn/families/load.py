@@ -33,7 +33,11 @@ log = logging.getLogger(__name__)
 
 _PICKLE_MAGIC = b"\x80"  # every pickle protocol >= 2 starts with PROTO
 _ZIP_MAGIC = b"PK"
-_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+# torch's weights-only unpickler names the global it refused in two ways (torch 2.13)
+_UNSUPPORTED_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)")
+# Modules whose functions run commands or code: a pickle that calls them is an attack, not a model
+_DANGEROUS = ("posix", "nt", "os", "subprocess", "builtins", "sys", "shutil", "socket", "runpy", "importlib",
+              "pty", "code", "ctypes", "webbrowser")
 
 
 class ModelFormat(str, Enum):
@@ -155,10 +159,14 @@ def _load_saved(path: Path, allow_pickle: bool, code: Path | None = None) -> Loa
         blocked = _UNSUPPORTED_GLOBAL.search(str(e))
         if blocked is None:
             raise _damaged(path, _unpickler_detail(e)) from e
+        name = blocked.group(1)
+        if not allow_pickle and name.split(".")[0] in _DANGEROUS:
+            raise LoadError(f"{path} was refused: unpickling it would call {name}, which runs commands or code",
+                            "do not load this file; a model file never needs to call it") from None  # fmt: skip
         if not allow_pickle:
             raise LoadError(
-                f"{path} holds a pickled Python object ({blocked.group(1)}); "
-                "unpickling runs code from the file",
+                f"{path} was refused: it holds a pickled Python object ({name}), and unpickling it runs code "
+                "from the file",
                 "rerun with --allow-pickle if you trust the file, "
                 "or save a TorchScript or torch.export (.pt2) model",
             ) from None

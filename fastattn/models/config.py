@@ -147,6 +147,10 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if not self.encoder_layers and not self.decoder_layers:
             raise ValueError("a model needs encoder_layers, decoder_layers or both")
+        for name in ("vocab_size", "d_model", "num_heads", "kv_heads", "ffn_dim", "max_positions"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
         if self.d_model % self.num_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
         if self.num_heads % self.kv_heads:

@@ -77,12 +77,21 @@ class EvalSet:
 def load_npz(path: Path, what: str = "evaluation") -> EvalSet:
     """An evaluation (or calibration) set from ``.npz`` arrays named as in the module docstring."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("it holds one array (.npy), not named arrays (.npz)")
+        with loaded as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read {what} data {path}: {e}", "give an .npz written by numpy.savez") from e
+    except Exception as e:  # numpy reports damaged or foreign files with many types (BadZipFile, EOFError, ...)
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(".")
+        raise InputError(f"cannot read {what} data {path}: {detail}",
+                         "give an .npz written by numpy.savez with input_ids, attention_mask (and labels)") from e  # fmt: skip
     if not arrays:
         raise InputError(f"{what} data {path} holds no arrays", "save input_ids, attention_mask (and labels)")
+    for name, array in arrays.items():
+        if array.dtype.kind not in "biuf" or array.ndim < 1 or len(array) == 0:
+            raise InputError(f"{what} data {path}: array {name!r} is {array.dtype} of shape {array.shape}",
+                             "save non-empty numeric arrays, one row per sample")  # fmt: skip
     return EvalSet(arrays, str(path))
 
 
@@ -106,16 +115,16 @@ def expected_arrays(manifest: Manifest) -> list[str]:
     return [s.name for s in manifest.graphs[0].inputs if not s.name.startswith("past_")]
 
 
-def check_eval_set(manifest: Manifest, data: EvalSet) -> EvalSet:
+def check_eval_set(manifest: Manifest, data: EvalSet, what: str = "evaluation") -> EvalSet:
     missing = [n for n in expected_arrays(manifest) if n not in data.arrays]
     if missing:
         raise InputError(
-            f"evaluation data from {data.source} lacks {', '.join(missing)}",
+            f"{what} data from {data.source} lacks {', '.join(missing)}",
             f"give arrays named {', '.join(expected_arrays(manifest))} (and labels)",
         )
     lengths = {k: len(v) for k, v in data.arrays.items()}
     if len(set(lengths.values())) != 1:
-        raise InputError(f"evaluation arrays from {data.source} differ in length: {lengths}", "give N samples each")
+        raise InputError(f"{what} arrays from {data.source} differ in length: {lengths}", "give N samples each")
     return data
 
 

@@ -98,7 +98,9 @@ class QuantizeStep:
     ) -> QuantizationReport:
         """Quantize the graphs ``manifest`` describes in ``directory`` (see :meth:`data` for the evaluation set)."""
         data = self.data(manifest, directory, held_out)
-        calibration = load_npz(self.calibration, "calibration") if self.calibration is not None else None
+        calibration = None
+        if self.calibration is not None:
+            calibration = check_eval_set(manifest, load_npz(self.calibration, "calibration"), "calibration")
         return quantize_directory(directory, manifest, self.options, self.effective_gate, data, calibration,
                                   references, threads, progress, self.budget)  # fmt: skip
 

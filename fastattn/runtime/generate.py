@@ -29,6 +29,7 @@ What it does, step by step:
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,8 +38,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnxruntime as ort
 
-from fastattn.errors import InputError
+from fastattn.errors import InputError, RunError
 from fastattn.runtime.manifest import Arch, GraphEntry, TensorSpec
+from fastattn.runtime.ort_errors import ORT_ERRORS, run_error
 
 if TYPE_CHECKING:
     from fastattn.runtime.session import ExportedModel
@@ -61,8 +63,10 @@ class Sampling:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise InputError(f"temperature must be >= 0, got {self.temperature}", "pass 0 (greedy) or more")
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):  # NaN compares false both ways
+            raise InputError(f"temperature must be a number >= 0, got {self.temperature}", "pass 0 (greedy) or more")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int):
+            raise InputError(f"top_k must be an integer, got {self.top_k!r}", "pass 0 (all tokens) or a count")
         if self.top_k < 0:
             raise InputError(f"top_k must be >= 0, got {self.top_k}", "pass 0 (all tokens) or a positive count")
         if not 0 < self.top_p <= 1:
@@ -283,7 +287,13 @@ class _Run:
         steps = 0
         prefill_end = start
         for step in range(self.max_new):
-            logits = self.step(ids, mask)
+            try:
+                logits = self.step(ids, mask)
+            except MemoryError as e:
+                raise RunError(f"generation ran out of memory at step {step} ({batch} rows)",
+                               "generate fewer rows or tokens at once") from e  # fmt: skip
+            except ORT_ERRORS as e:
+                raise run_error(self.entry.name, e, {"input_ids": ids, "attention_mask": mask}) from e
             steps += 1
             if step == 0:
                 prefill_end = time.perf_counter()

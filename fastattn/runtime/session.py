@@ -26,24 +26,18 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from fastattn.errors import InputError, LoadError
+from fastattn.errors import InputError, LoadError, RunError
 from fastattn.runtime import dims
 from fastattn.runtime import providers as eps
 from fastattn.runtime.generate import Generation, Sampling, StepCallback, generate
 from fastattn.runtime.manifest import Fill, GraphEntry, Manifest, TensorSpec
+from fastattn.runtime.ort_errors import ORT_ERRORS, fmt_sizes, run_error
 from fastattn.runtime.samples import sample_inputs
 
 logger = logging.getLogger(__name__)
 
 ProviderRequest = str | Sequence[str | tuple[str, Mapping[str, str]]]
-_ORT_LOAD_ERRORS = tuple(
-    getattr(ort_state, n)
-    for n in ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "InvalidProtobuf", "InvalidGraph",
-              "NotImplemented", "RuntimeException", "EPFail")
-    if hasattr(ort_state, n)
-)  # fmt: skip
 _UNTYPED = (list, tuple, int, float, bool)  # Python values: converted by value
 
 
@@ -207,7 +201,29 @@ def check_inputs(
             "pass every input",
         )
     feeds = {s.name: _as_array(s, inputs[s.name], cast) for s in specs}
-    return feeds, _bind_sizes(specs, feeds)
+    sizes = _bind_sizes(specs, feeds)
+    empty = [d for d, n in sizes.items() if n == 0 and not d.startswith("past")]
+    if empty:
+        raise InputError(f"graph {graph!r}: dim {empty[0]!r} is 0, so there is nothing to run",
+                         f"give {empty[0]} a size of at least 1")  # fmt: skip
+    for spec in specs:
+        _check_values(spec, feeds[spec.name])
+    return feeds, sizes
+
+
+def _check_values(spec: TensorSpec, array: np.ndarray) -> None:
+    """Token ids inside the vocabulary, masks of 0 and 1: ONNX Runtime would fail on the first with a
+    traceback, or silently wrap -1 to the last token, and read the second as a weight."""
+    if not array.size:
+        return
+    if spec.fill is Fill.TOKENS and spec.high:
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high >= spec.high:
+            raise InputError(f"input {spec.name!r} has token ids from {low} to {high}, outside the vocabulary "
+                             f"[0, {spec.high})", f"pass ids from 0 to {spec.high - 1}")  # fmt: skip
+    elif spec.fill is Fill.MASK and not np.isin(array, (0, 1)).all():
+        bad = array[~np.isin(array, (0, 1))].ravel()[0]
+        raise InputError(f"input {spec.name!r} is a mask but holds {bad!r}", "use 1 for tokens and 0 for padding")
 
 
 def graph_dims(entry: GraphEntry) -> list[str]:
@@ -258,7 +274,7 @@ class GraphSession:
                 str(self.path), options, providers=list(providers),
                 disabled_optimizers=list(config.disabled_optimizers) or None,
             )  # fmt: skip
-        except _ORT_LOAD_ERRORS as e:
+        except ORT_ERRORS as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise LoadError(f"ONNX Runtime cannot load {self.path}: {reason}", "re-export the model") from e
         self._check_against_manifest()
@@ -309,7 +325,13 @@ class GraphSession:
                         "run rows of one length without padding, or export without --kv-buffer",
                     )
         names = [o.name for o in self.session.get_outputs()]
-        return dict(zip(names, self.session.run(names, feeds), strict=True))
+        try:
+            return dict(zip(names, self.session.run(names, feeds), strict=True))
+        except MemoryError as e:
+            raise RunError(f"graph {self.name!r} ran out of memory at {fmt_sizes(feeds)}",
+                           "run a smaller batch or shorter sequence") from e  # fmt: skip
+        except ORT_ERRORS as e:
+            raise run_error(self.name, e, feeds) from e
 
     def sample(self, sizes: Mapping[str, int], seed: int = 0) -> dict[str, np.ndarray]:
         """Random inputs for this graph at the given dim sizes (see :func:`sample_graph`)."""

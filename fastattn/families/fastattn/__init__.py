@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fastattn.errors import InputError
+import torch
+
+from fastattn.errors import InputError, LoadError
 from fastattn.families.base import Family, FastDecode, ModelSource, Prepared, PrepareRequest
 from fastattn.families.fastattn.fusions import expected_counts
 from fastattn.families.fastattn.graphs import DIMS, max_length, model_graphs, windows
@@ -34,6 +36,7 @@ class FastAttnFamily(Family):
                              "drop --input (it is for models that are not fastattn's own)")  # fmt: skip
         model = checkpoint.from_payload(payload, str(path))
         cfg = model.config
+        checkpoint.extras(payload)  # a tokenizer, held-out set or metrics of the wrong kind: one line now
         if request.kv_buffer and cfg.arch is not Arch.DECODER:
             raise InputError(f"--kv-buffer is for decoder-only models; {path.name} is an {cfg.arch.value}",
                              "export without --kv-buffer")  # fmt: skip
@@ -70,4 +73,6 @@ def _eval_set(payload: dict, path: Path) -> EvalSet | None:
     arrays = payload.get("eval")
     if not arrays:
         return None
+    if not all(isinstance(v, torch.Tensor) for v in arrays.values()):
+        raise LoadError(f"{path} holds a held-out set that is not tensors", "re-save it with fastattn train")
     return EvalSet({k: v.numpy() for k, v in arrays.items()}, f"held-out data in {path.name}")

@@ -105,6 +105,8 @@ def _parse_dims(text: str, dims_text: str) -> tuple[tuple[Dim, ...], dict[str, i
                 text, f"dim {part.strip()!r} is neither a size nor a name (optionally name=trace_size)"
             )
         if m["fixed"] is not None:
+            if int(m["fixed"]) < 1:
+                raise _bad(text, f"fixed size {m['fixed']} is empty: a model cannot be validated on 0 elements")
             shape.append(int(m["fixed"]))
             continue
         shape.append(m["name"])
