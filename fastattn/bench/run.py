@@ -81,6 +81,10 @@ class Environment:
 def load_exports(paths: tuple[Path, ...]) -> list[Export]:
     """The exports with their manifests; labels are directory names, with the parent when two clash."""
     manifests = [Manifest.load(p) for p in paths]
+    for path, manifest in zip(paths, manifests, strict=True):
+        for graph in manifest.graphs:  # a file leading outside the export, or missing: one line before any run
+            if not manifest.path_of(path, graph.file).is_file():
+                raise InputError(f"{path / graph.file} is missing (graph {graph.name!r})", "re-export the model")
     names = [p.resolve().name for p in paths]
     labels = [f"{p.resolve().parent.name}/{n}" if names.count(n) > 1 else n for p, n in zip(paths, names, strict=True)]
     return [Export(p, label, m) for p, label, m in zip(paths, labels, manifests, strict=True)]

@@ -73,6 +73,14 @@ class QuantizeStep:
     def precision(self) -> Precision:
         return MODES[self.options.mode].precision
 
+    def check(self, manifest: Manifest) -> None:
+        """The user's evaluation and calibration files, read and checked against the graphs before any long
+        work (a corrupt file or missing arrays is one line at the start, not after the export)."""
+        if self.eval_data is not None:
+            check_eval_set(manifest, load_npz(self.eval_data))
+        if self.calibration is not None:
+            check_eval_set(manifest, load_npz(self.calibration, "calibration"), "calibration")
+
     def data(self, manifest: Manifest, directory: Path, held_out: EvalSet | None) -> EvalSet:
         """The evaluation set: the user's file, else ``held_out`` (a checkpoint's, or real text the
         model family provides), else ``eval.npz`` in the directory, else random samples."""

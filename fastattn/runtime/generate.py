@@ -137,7 +137,8 @@ def generate(
             raise InputError(f"{what} {value} is outside the vocabulary [0, {vocab})", "pass a valid token id")
     for row, prompt in enumerate(prompts):
         if any(not 0 <= t < vocab for t in prompt):
-            raise InputError(f"prompt {row} has token ids outside [0, {vocab})", "pass ids of this model's vocabulary")
+            raise InputError(f"prompt {row} has token ids outside the vocabulary [0, {vocab})",
+                             "pass ids of this model's vocabulary")  # fmt: skip
     buffer = model.manifest.kv_buffer
     if buffer is not None:
         _check_buffer(prompts, max_new_tokens, buffer.max_length)

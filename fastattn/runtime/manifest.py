@@ -262,7 +262,10 @@ class Manifest:
             data = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise InputError(f"{path} is not valid JSON ({e})", "re-export the model") from e
-        version = data.get("format_version") if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            raise InputError(f"{path} is not a valid fastattn manifest: {type(data).__name__} is not an object",
+                             "re-export the model")  # fmt: skip
+        version = data.get("format_version")
         if version != FORMAT_VERSION:
             raise InputError(
                 f"{path} has format_version {version!r}, this fastattn reads {FORMAT_VERSION}",

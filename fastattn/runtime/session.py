@@ -222,7 +222,7 @@ def _check_values(spec: TensorSpec, array: np.ndarray) -> None:
             raise InputError(f"input {spec.name!r} has token ids from {low} to {high}, outside the vocabulary "
                              f"[0, {spec.high})", f"pass ids from 0 to {spec.high - 1}")  # fmt: skip
     elif spec.fill is Fill.MASK and not np.isin(array, (0, 1)).all():
-        bad = array[~np.isin(array, (0, 1))].ravel()[0]
+        bad = array[~np.isin(array, (0, 1))].ravel()[0].item()
         raise InputError(f"input {spec.name!r} is a mask but holds {bad!r}", "use 1 for tokens and 0 for padding")
 
 

@@ -32,6 +32,8 @@ class OpenExport(Step):
             if path.is_file() and not path.is_symlink():
                 shutil.copy2(path, state.directory / name)
         state.manifest = copy.deepcopy(earlier)
+        if state.options.quantize is not None:
+            state.options.quantize.check(state.manifest)
         state.graphs = [GraphDef(g.name, None, g.inputs, g.outputs, g.cache) for g in earlier.graphs]
         state.expected_fusions = by_name(earlier.family).expected_fusions(earlier)
         if self.references:

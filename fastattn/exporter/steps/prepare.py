@@ -43,3 +43,5 @@ class Prepare(Step):
         cases = [c for g in prepared.graphs for c in default_cases(g, prepared.longest_window, prepared.max_length)]
         state.cases = [c for c in cases if not c.padded] if fast is not None else cases  # kv-buffer: unpadded rows
         state.notes += prepared.notes
+        if options.quantize is not None:
+            options.quantize.check(state.manifest)
