@@ -145,6 +145,8 @@ CASES = [
       "sequence=3"], 2,
      "is a mask but holds 2"),
     (["run", "{tmp}/out", "--random", "--threads", "-4"], 2, "--threads"),
+    (["run", "{tmp}/out", "--random", "--size", "batch=1000000000", "--size", "sequence=1000000"], 1,
+     "out of memory"),
     (["run", "{tmp}/out", "-p", "warp", "--random"], 1, "unknown execution provider"),
     (["run", "{tmp}/file", "--random"], 2, "is not a directory"),
     # tampered manifests
