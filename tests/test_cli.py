@@ -105,3 +105,24 @@ def test_output_is_untouched_by_a_failed_export(decoder_export, tmp_path):
     before = json.loads((result.output / "fastattn.json").read_text())
     cli("export", tmp_path / "nope.pt", "-o", result.output, "--force")
     assert json.loads((result.output / "fastattn.json").read_text()) == before
+
+
+def test_json_results_on_stdout(decoder_export, tmp_path):
+    ckpt, result = decoder_export
+    exported = subprocess.run([BIN / "fastattn-export", ckpt, "-o", tmp_path / "out", "--json"], capture_output=True,
+                              text=True, timeout=600)  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    data = json.loads(exported.stdout)  # stdout holds the document and nothing else
+    assert data["manifest"]["validation"]["passed"] and data["output"] == str(tmp_path / "out")
+    validated = CliRunner().invoke(main, ["validate", str(ckpt), str(tmp_path / "out"), "--json"])
+    assert validated.exit_code == 0 and json.loads(validated.stdout)["passed"]
+    ran = CliRunner().invoke(main, ["run", str(result.output), "--random", "--json"])
+    assert json.loads(ran.stdout)["logits"]["shape"][-1] == 64
+
+
+def test_tables_are_whole_when_piped(decoder_export, tmp_path):
+    ckpt, _ = decoder_export
+    run = subprocess.run([BIN / "fastattn-export", ckpt, "-o", tmp_path / "out"], capture_output=True, text=True,
+                         timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "decoder.layers.0.self_attn" in run.stdout and "…" not in run.stdout  # no column cut at 80
