@@ -32,6 +32,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from fastattn.errors import FastAttnError
+from fastattn.runtime.replies import read_reply
 from fastattn.runtime.web import is_web
 
 log = logging.getLogger(__name__)
@@ -126,15 +127,7 @@ def call(python: Path | None, request: dict, timeout: float = 3600.0) -> dict:
         return {"ok": False, "error": f"the worker ({python}) took longer than {timeout:g} s", "exit_code": 1}
     except OSError as e:
         return {"ok": False, "error": f"cannot start {python}: {e.strerror or e}", "exit_code": 1}
-    for line in reversed(run.stdout.strip().splitlines()):
-        try:
-            reply = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(reply, dict) and "ok" in reply:
-            return reply
-    last = (run.stderr.strip().splitlines() or [f"exit code {run.returncode}, no output"])[-1]
-    return {"ok": False, "error": f"the worker ({python}) failed: {last}", "exit_code": 1}
+    return read_reply(run, f"the worker ({python})")
 
 
 if __name__ == "__main__":

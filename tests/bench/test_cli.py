@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from click.testing import CliRunner
@@ -100,7 +101,7 @@ def test_sequence_beyond_the_positions(decoder_export, tmp_path):
     manifest = json.loads((exported.output / "fastattn.json").read_text())
     manifest["max_length"] = 16
     short = tmp_path / "short"
-    short.mkdir()
+    shutil.copytree(exported.output, short)
     (short / "fastattn.json").write_text(json.dumps(manifest))
     ran = cli(short, "--seq", "32", "--decode-steps", "0")
     assert ran.exit_code == 2 and ran.output.count("\n") == 1

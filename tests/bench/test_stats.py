@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 
@@ -95,10 +94,13 @@ def test_warmup_goes_on_while_runs_still_get_faster(monkeypatch):
     assert samples == pytest.approx([4.0] * 5)
 
 
-def test_block_runs_at_least_min_time():
-    samples, _ = time_rounds(timed(lambda: time.sleep(0.01)), Settings(threads=1, warmup=0, repeats=2, min_time=0.1,
-                                                                     pause=0.0))  # fmt: skip
-    assert len(samples) >= 9 and sum(samples) >= 90  # 0.1 s of 10 ms calls
+def test_block_runs_at_least_min_time(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(measure_module, "time", clock)
+    call = 1 / 64  # seconds, exact in binary: the clock adds up without rounding
+    samples, _ = time_rounds(timed(lambda: clock.sleep(call)), Settings(threads=1, warmup=0, repeats=2, min_time=0.125,
+                                                                      pause=0.0))  # fmt: skip
+    assert samples == [1000 / 64] * 8  # 0.125 s of 15.625 ms calls, then stop: more than the 2 repeats asked
     assert min(samples) >= 10
 
 

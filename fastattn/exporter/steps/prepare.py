@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastattn.exporter.state import ExportState
 from fastattn.exporter.steps import Step
 from fastattn.exporter.validate import default_cases, torch_runner
-from fastattn.exporter.versions import versions
 from fastattn.families.base import PrepareRequest
 from fastattn.families.registry import prepare
 from fastattn.runtime.manifest import Manifest
 from fastattn.runtime.records import KvBuffer
+from fastattn.versions import installed
 
 KV_BUFFER = (
     "GroupQueryAttention without its padding guard, rotary folded into it, as ONNX Runtime GenAI "
@@ -33,7 +33,7 @@ class Prepare(Step):
         state.manifest = Manifest(
             arch=prepared.arch, source=prepared.source, graphs=[g.entry() for g in prepared.graphs],
             family=prepared.family, dims=prepared.dims, precision=options.precision, config=prepared.config,
-            max_length=prepared.max_length, versions=versions(),
+            max_length=prepared.max_length, versions=installed(),
             kv_buffer=KvBuffer(fast.max_positions, "unpadded", KV_BUFFER) if fast is not None else None,
             hf=prepared.hf,
         )  # fmt: skip

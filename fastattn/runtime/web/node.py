@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from fastattn.errors import ProviderError
+from fastattn.runtime.replies import read_reply
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "worker.mjs"
@@ -42,15 +43,7 @@ class WebRuntime:
                                  text=True, env=env, timeout=timeout)  # fmt: skip
         except subprocess.TimeoutExpired:
             return {"ok": False, "error": f"the onnxruntime-web worker took longer than {timeout:g} s", "exit_code": 1}
-        for line in reversed(run.stdout.strip().splitlines()):
-            try:
-                reply = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(reply, dict) and "ok" in reply:
-                return reply
-        last = (run.stderr.strip().splitlines() or [f"exit code {run.returncode}, no output"])[-1]
-        return {"ok": False, "error": f"the onnxruntime-web worker failed: {last}", "exit_code": 1}
+        return read_reply(run, "the onnxruntime-web worker")
 
 
 def find_package() -> Path | None:
