@@ -201,7 +201,7 @@ def test_position_limit_and_bad_input(sliding_learned, lm):
     model = rt.load(sliding_learned[1])
     with pytest.raises(InputError, match=r"prompt of 20 tokens \+ 141 new tokens is longer than the model's 160"):
         model.generate([1] * 20, 141)
-    with pytest.raises(InputError, match=r"outside \[0, 64\)"):
+    with pytest.raises(InputError, match=r"outside the vocabulary \[0, 64\)"):
         model.generate([1, 64], 4)
     with pytest.raises(InputError, match="max_new_tokens must be a positive integer"):
         model.generate([1, 2], 0)
