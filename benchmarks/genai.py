@@ -129,7 +129,6 @@ def cached(directory: Path, key: str, build: Callable[[Path], None], rebuild: bo
         return directory
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
-    print(f"building {directory} ...", flush=True)
     build(directory)
     stamp.write_text(key)
     return directory
@@ -145,44 +144,68 @@ def genai_env(smoke: bool) -> None:
 
 
 def build_llama(directory: Path, prompt_ids: list[list[int]], shape: Shape, new: int) -> None:
+    print(f"building {directory} ...", flush=True)
     subprocess.run([str(GENAI_PY), "-m", "benchmarks.genai_llama", str(directory), "--prompts", json.dumps(prompt_ids[:1]),
                     "--new", str(new), "--config", json.dumps(shape.llama())], cwd=ROOT, check=True)  # fmt: skip
 
 
-def build_fastattn(directory: Path, shape: Shape = Shape()) -> None:
-    """Random checkpoint (seed 0), fp32 export, int8 and int4 quantized from it (gated on random samples)."""
+PARTS = ("fp32", "int8", "int4", "kv-fp32", "kv-int4")  # the exports of the fastattn rows
+
+
+def build_fastattn(directory: Path, shape: Shape = Shape(), parts: tuple[str, ...] = PARTS) -> None:
+    """Random checkpoint (seed 0), fp32 export, int8 and int4 quantized from it (gated on random samples),
+    the --kv-buffer fp32 export and int4 from it: those of ``parts`` (and what they are made from) not built yet."""
     from fastattn.exporter.lowering.measure import ShapeCase
     from fastattn.exporter.pipeline import ExportOptions, export, requantize
-    from fastattn.models import build, save
+    from fastattn.models import build, load, save
     from fastattn.quantize import Mode, QuantOptions
     from fastattn.quantize.step import QuantizeStep
 
     # a smoke build times its lowering candidates once, at its own tiny shapes
     measure = {} if shape == Shape() else {"repeats": 1, "profile": (ShapeCase("prefill", 1, shape.prompt),
                                                                         ShapeCase("decode", 1, 1, past=shape.prompt))}  # fmt: skip
-    model = build(fastattn_config(shape), seed=0)
-    ckpt = save(model, directory / "model.pt")
-    fp32 = export(ckpt, ExportOptions(directory / "fp32", threads=THREADS, **measure)).output
-    for mode in (Mode.INT8, Mode.INT4):
-        requantize(fp32, QuantizeStep(QuantOptions(mode)), directory / mode.value, threads=THREADS)
-    kv = export(ckpt, ExportOptions(directory / "kv-fp32", threads=THREADS, kv_buffer=True)).output
-    requantize(kv, QuantizeStep(QuantOptions(Mode.INT4)), directory / "kv-int4", threads=THREADS)
+    ckpt = directory / "model.pt"
+    if ckpt.is_file():
+        model = load(ckpt)
+    else:
+        model = build(fastattn_config(shape), seed=0)
+        save(model, ckpt)
+    wanted = set(parts)
+    if wanted & {"int8", "int4"}:
+        wanted.add("fp32")  # quantized from it
+    if "kv-int4" in wanted:
+        wanted.add("kv-fp32")
+    todo = [p for p in PARTS if p in wanted and not (directory / p / "fastattn.json").is_file()]
+    for part in todo:
+        out = directory / part
+        if part in ("fp32", "kv-fp32"):
+            export(ckpt, ExportOptions(out, threads=THREADS, kv_buffer=part == "kv-fp32", force=True, **measure))
+        else:
+            source = directory / ("kv-fp32" if part.startswith("kv-") else "fp32")
+            mode = Mode(part.removeprefix("kv-"))
+            requantize(source, QuantizeStep(QuantOptions(mode)), out, force=True, threads=THREADS)
     parameters = sum(p.numel() for p in model.parameters())
     biases = sum(p.numel() for name, p in model.named_parameters() if name.endswith(".bias"))
     info = {"config": model.config.to_dict(), "seed": 0, "parameters": parameters, "bias_parameters": biases}
     (directory / "info.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
-def build_fastattn_apart(directory: Path, shape: Shape) -> None:
+def build_fastattn_apart(directory: Path, shape: Shape, parts: tuple[str, ...]) -> None:
     """:func:`build_fastattn` in a child process, so that this one stays small while it runs the workers."""
     subprocess.run([str(MAIN_PY), "-m", "benchmarks.genai", "--build-fastattn", str(directory),
-                    "--shape", json.dumps(asdict(shape))], cwd=ROOT, check=True)  # fmt: skip
+                    "--shape", json.dumps(asdict(shape)), "--parts", ",".join(parts)], cwd=ROOT, check=True)  # fmt: skip
 
 
-def fastattn_models(cache: Path = CACHE, shape: Shape = Shape(), rebuild: bool = False) -> Path:
-    """The fastattn checkpoint and exports (``<cache>/fastattn``), built unless current; no GenAI needed."""
+def fastattn_models(cache: Path = CACHE, shape: Shape = Shape(), rebuild: bool = False,
+                    parts: tuple[str, ...] = PARTS) -> Path:  # fmt: skip
+    """The fastattn checkpoint and the exports ``parts`` in ``<cache>/fastattn``, built unless current
+    (a directory made from another recipe or another fastattn is rebuilt); no GenAI needed."""
     key = digest(ROOT / "fastattn", json.dumps(fastattn_config(shape).to_dict()), FASTATTN_RECIPE)
-    return cached(cache / "fastattn", key, lambda d: build_fastattn_apart(d, shape), rebuild)
+    directory = cached(cache / "fastattn", key, lambda d: None, rebuild)  # only clears a stale directory
+    if not (directory / "info.json").is_file() or any(not (directory / p / "fastattn.json").is_file() for p in parts):
+        print(f"building {directory} ({', '.join(parts)}) ...", flush=True)
+        build_fastattn_apart(directory, shape, parts)
+    return directory
 
 
 def build_all(prompt_ids: list[list[int]], rebuild: bool, cache: Path = CACHE, shape: Shape = Shape(),
@@ -358,9 +381,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="the models [build/genai]")
     parser.add_argument("--build-fastattn", type=Path, help=argparse.SUPPRESS)  # internal: build_fastattn_apart
     parser.add_argument("--shape", type=json.loads, default=None, help=argparse.SUPPRESS)  # with --build-fastattn
+    parser.add_argument("--parts", default=",".join(PARTS), help=argparse.SUPPRESS)  # with --build-fastattn
     args = parser.parse_args(argv)
     if args.build_fastattn:
-        build_fastattn(args.build_fastattn, Shape(**args.shape) if args.shape else Shape())
+        build_fastattn(args.build_fastattn, Shape(**args.shape) if args.shape else Shape(), tuple(args.parts.split(",")))
         return
     out = out_dir(args)
     plan, shape = (SMOKE, SMOKE_SHAPE) if args.smoke else (FULL, Shape())

@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     result.save(out / f"{stem}.json")
     if result.rows:
         plot(result, out / f"{stem}.png")
-    flags = [*(["--smoke"] if args.smoke else []), *(["--int8"] if args.int8 else [])]
+    flags = [*(["--smoke"] if args.smoke else []), *(["--int8"] if args.int8 else []),
+             *(f"-p {p}" for p in args.provider or [])]  # fmt: skip
     text = [
         "# Latency per execution provider: CPU EP vs OpenVINO EP vs PyTorch eager",
         "",
