@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     out = out_dir(args)
     plan, shape = (SMOKE, SMOKE_SHAPE) if args.smoke else (FULL, Shape())
-    cache = args.workdir or (work_dir(args, out, "genai") if args.smoke else CACHE)
+    cache = args.workdir or work_dir(args, out, "genai")
     prompt_ids = prompts(FULL["prompts"], shape.prompt, shape.vocab)
     llama, fastattn = build_all(prompt_ids, args.rebuild, cache, shape, plan["new"], args.smoke)
     paths = {"pytorch-eager": fastattn / "model.pt", "genai-fp32": llama / "fp32", "genai-int4": llama / "int4",

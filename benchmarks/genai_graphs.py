@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from benchmarks.genai import CACHE, FULL, SMOKE_SHAPE, Shape, build_all
+from benchmarks.genai import FULL, SMOKE_SHAPE, Shape, build_all
 from benchmarks.genai_worker import prompts
 from benchmarks.gqa_fast_path import Decoder
 from benchmarks.machine import describe
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = out_dir(args)
     shape, new, rounds = (SMOKE_SHAPE, SMOKE_NEW, SMOKE_ROUNDS) if args.smoke else (Shape(), NEW, ROUNDS)
-    cache = args.workdir or (work_dir(args, out, "genai") if args.smoke else CACHE)
+    cache = args.workdir or work_dir(args, out, "genai")
     # the models benchmarks.genai builds (the same cache: a no-op when it ran first)
     llama, fastattn = build_all(prompts(FULL["prompts"], shape.prompt, shape.vocab), False, cache, shape,
                                 new, args.smoke)  # fmt: skip

@@ -37,7 +37,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
-from benchmarks.genai import CACHE, SMOKE_SHAPE, Shape, fastattn_models
+from benchmarks.genai import SMOKE_SHAPE, Shape, fastattn_models
 from benchmarks.machine import describe
 from benchmarks.record import add_options, command, out_dir, work_dir, write
 
@@ -300,11 +300,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = out_dir(args)
     shape, new, rounds = (SMOKE_SHAPE, SMOKE_NEW, SMOKE_ROUNDS) if args.smoke else (Shape(), NEW, ROUNDS)
-    cache = args.workdir or (work_dir(args, out, "genai") if args.smoke else CACHE)
+    cache = args.workdir or work_dir(args, out, "genai")
     # the checkpoint and exports benchmarks.genai builds (a no-op when it ran first)
     source = fastattn_models(cache, shape, parts=("fp32", "int4"))
-    work = work_dir(args, out, "gqa-fast-path") if args.smoke else cache.parent / "gqa-fast-path"
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir(args, out, "gqa-fast-path")
     result = run(source, work, shape.prompt, new, rounds)
     result["command"] = command("gqa_fast_path", *(["--smoke"] if args.smoke else []))
     write(out, "gqa_fast_path", result, markdown(result))
