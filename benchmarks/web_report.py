@@ -13,11 +13,13 @@ def _p50(row: dict, phase: str) -> float | None:
 
 
 def render(record: dict) -> str:
+    seq = record.get("sequence", 128)
+    steps = record.get("decode_steps", 16)
     lines = ["# onnxruntime-web (wasm, in Node) beside the CPU EP; ORT-format packages", "",
              f"Command: `{record['command']}`. onnxruntime-web {record['onnxruntime_web']} on Node {record['node']}; "
              f"versions: {', '.join(f'{k} {v}' for k, v in record['versions'].items())}.",
              f"Machine: {record['machine']}.", "",
-             "Batch 1, S = 128 tokens; decoders: prefill of 128 tokens, then 16-token decode rounds on that cache. "
+             f"Batch 1, S = {seq} tokens; decoders: prefill of {seq} tokens, then {steps}-token decode rounds on that cache. "
              "CPU EP rows bind inputs once (IOBinding); wasm rows copy them into the wasm heap at every run, as an app "
              "does. Each configuration in its own worker process. Medians. others' CPU: share of the machine other "
              "processes used during a CPU EP block (the machine was shared; compare rows of one export only).", "",
