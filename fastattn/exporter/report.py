@@ -69,6 +69,7 @@ def render(manifest: Manifest, timings: dict[str, float] | None = None, notes: l
     lines += _placement(manifest.placement)
     lines += _quantization(manifest.quantization)
     lines += _ort_format(manifest.ort_format)
+    lines += _optimum(manifest)
     lines += ["", *_validation(manifest.validation), "", "## Versions", ""]
     lines += [", ".join(f"{k} {v}" for k, v in manifest.versions.items()), ""]
     return "\n".join(lines)
@@ -78,6 +79,12 @@ def _ort_format(package) -> list[str]:
     from fastattn.exporter.ort_format import report_lines  # noqa: PLC0415  (onnxruntime's tools)
 
     return report_lines(package)
+
+
+def _optimum(manifest: Manifest) -> list[str]:
+    from fastattn.exporter.optimum_layout import report_lines  # noqa: PLC0415
+
+    return report_lines(manifest)
 
 
 def _lowering(manifest: Manifest) -> list[str]:
@@ -157,10 +164,11 @@ def _quantization(q: QuantizationRecord | None) -> list[str]:
 
 
 def _worst_per_family(outputs: list) -> list[tuple[str, object]]:
-    """One row per output family (``present_key_0..N`` -> ``present_key_*``): its worst member."""
+    """One row per output family (``present_key_0..N`` -> ``present_key_*``, ``present.N.key`` -> ``present.*.key``):
+    its worst member."""
     families: dict[str, list] = {}
     for o in outputs:
-        families.setdefault(re.sub(r"_\d+$", "_*", o.name), []).append(o)
+        families.setdefault(re.sub(r"(?<=[_.])\d+(?=$|\.)", "*", o.name), []).append(o)
     rows = []
     for name, members in families.items():
         failed = [o for o in members if not o.passed]

@@ -194,6 +194,16 @@ class OrtPackage:
 
 
 @dataclass
+class OptimumPackage:
+    """The manifest's ``optimum``: Optimum's layout of an encoder-decoder beside fastattn's graphs, so
+    ``ORTModelForSeq2SeqLM.from_pretrained(OUT)`` opens the export (see fastattn.exporter.optimum_layout)."""
+
+    files: list[str]  # encoder_model.onnx, decoder_model_merged.onnx (+ .data beyond 1 GiB)
+    validation: ValidationRecord | None = None  # against the export's own graphs
+    loader: str = "optimum.onnxruntime.ORTModelForSeq2SeqLM"
+
+
+@dataclass
 class HfRecord:
     """A Hugging Face checkpoint's identity and generation defaults (its config.json and tokenizer files
     are carried beside the graphs)."""

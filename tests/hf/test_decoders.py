@@ -99,3 +99,25 @@ def test_int4_on_real_text_passes_or_fails_with_its_figures(hf_checkpoint, tmp_p
     assert set(q["figures"]) == {"float", "pytorch", "quantized"}
     assert q["figures"]["pytorch"]["agreement"] == pytest.approx(1.0)
     assert q["figures"]["quantized"]["perplexity"] > 1.0 and 0 < q["figures"]["quantized"]["agreement"] < 1
+
+
+@pytest.mark.parametrize("name", ["llama", "mistral"])
+def test_optimum_generates_the_runtime_tokens(hf_export, name):
+    """ORTModelForCausalLM opens the export as it is and, feeding presents back as pasts (Mistral's trimmed to
+    W-1 = 15 positions, 64 tokens past a 16-token window), generates fastattn.runtime's greedy tokens."""
+    from optimum.onnxruntime import ORTModelForCausalLM
+    from transformers import AutoTokenizer, pipeline
+
+    out = hf_export(name).output
+    optimum = ORTModelForCausalLM.from_pretrained(out)
+    assert optimum.can_use_cache and optimum.key_value_input_names[:2] == ["past_key_values.0.key",
+                                                                          "past_key_values.0.value"]
+    want = rt.load(out).generate(PROMPTS, NEW, stop_ids=[]).tokens  # one left-padded batch
+    assert reference.greedy(optimum, PROMPTS, NEW, pad=1) == want
+    assert len(set(want[0])) > 8  # not one token repeated: the comparison means something
+
+    generator = pipeline("text-generation", model=optimum, tokenizer=AutoTokenizer.from_pretrained(out))
+    prompt = "def fibonacci(n):"
+    ids = rt.load_tokenizer(out).encode(prompt)
+    got = generator(prompt, max_new_tokens=24, min_new_tokens=24, do_sample=False, return_tensors=True)
+    assert got[0]["generated_token_ids"] == ids + rt.load(out).generate(ids, 24, stop_ids=[]).tokens[0]

@@ -68,3 +68,24 @@ def test_validate_command_reruns_against_transformers(hf_checkpoint, hf_export, 
     shutil.copytree(hf_export("distilbert").output, out)
     run = CliRunner().invoke(main, ["validate", str(hf_checkpoint("distilbert")), str(out)])
     assert run.exit_code == 0 and "passed 3 cases" in run.output, run.output
+
+
+def test_optimum_feature_extraction_matches_the_runtime(hf_export):
+    """ORTModelForFeatureExtraction opens a BERT export as it is, also through pipeline("feature-extraction")."""
+    from optimum.onnxruntime import ORTModelForFeatureExtraction
+    from transformers import AutoTokenizer, pipeline
+
+    out = hf_export("bert").output
+    optimum = ORTModelForFeatureExtraction.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    texts = ["def main(argv): return 0", "import json, and a longer line of text to pad the other one"]
+    batch = tokenizer(texts, padding=True, return_tensors="np")
+    model = rt.load(out)
+    want = model.run({"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]})["last_hidden_state"]
+    got = optimum(**{k: torch.from_numpy(v) for k, v in batch.items()}).last_hidden_state.numpy()
+    valid = batch["attention_mask"].astype(bool)
+    assert batch["attention_mask"].min() == 0 and np.abs(got - want)[valid].max() < 1e-5
+    single = np.asarray(pipeline("feature-extraction", model=optimum, tokenizer=tokenizer)(texts[0]))[0]
+    ids = tokenizer(texts[0], return_tensors="np")
+    alone = model.run({"input_ids": ids["input_ids"], "attention_mask": ids["attention_mask"]})["last_hidden_state"][0]
+    assert np.abs(single - alone).max() < 1e-5
