@@ -121,3 +121,26 @@ def test_optimum_generates_the_runtime_tokens(hf_export, name):
     ids = rt.load_tokenizer(out).encode(prompt)
     got = generator(prompt, max_new_tokens=24, min_new_tokens=24, do_sample=False, return_tensors=True)
     assert got[0]["generated_token_ids"] == ids + rt.load(out).generate(ids, 24, stop_ids=[]).tokens[0]
+
+
+def test_bench_optimum_decoder_rows_with_perplexity(hf_checkpoint, hf_export, tmp_path, monkeypatch):
+    """Optimum's exports of a Llama as rows of fastattn bench: prefill and decode timed on the fastattn export's
+    inputs, perplexity and top-1 agreement against PyTorch on held-out text (fp32: the same as PyTorch's)."""
+    from fastattn.bench.plan import Plan, Settings
+    from fastattn.bench.run import bench
+
+    monkeypatch.setenv("FASTATTN_CACHE", str(tmp_path / "cache"))
+    checkpoint, out = hf_checkpoint("llama"), hf_export("llama").output
+    settings = Settings(threads=1, warmup=1, repeats=3, min_time=0.0, decode_steps=2, isolate=False)
+    result = bench(Plan.create([out], sequences=[16], optimum=[checkpoint], optimum_variants=["fp32", "int8"],
+                               settings=settings))  # fmt: skip
+    assert not result.failures
+    rows = {r.export: r for r in result.rows}
+    assert set(rows) == {out.name, "optimum-fp32", "optimum-int8", checkpoint.name}
+    for row in rows.values():
+        assert row.prefill_ms > 0 and 0 < row.decode_tokens_per_s < float("inf")
+    acc = {(a.export, a.pytorch): a for a in result.accuracy}
+    reference = acc[(checkpoint.name, True)].perplexity
+    for exact in (out.name, "optimum-fp32"):
+        assert acc[(exact, False)].agreement > 0.999 and abs(acc[(exact, False)].perplexity / reference - 1) < 1e-4
+    assert acc[("optimum-int8", False)].agreement < 1.0 and acc[("optimum-int8", False)].perplexity > 0
