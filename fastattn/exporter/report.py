@@ -143,7 +143,9 @@ def _quantization(q: QuantizationRecord | None) -> list[str]:
     gate = q.gate
     lines.append(f"- gate ({q.task}): perplexity +{gate.max_ppl_increase:.2%} at most, output cosine >= "
                  f"{gate.min_cosine}, accuracy -{gate.max_accuracy_drop:.2%} at most (against the float ONNX model)")
-    lines.append(f"- took {q.seconds:.1f} s")
+    budget = f"; a failing gate's search for weights to keep in float is bounded at {q.search_budget:.0f} s" \
+        if q.search_budget is not None else ""
+    lines.append(f"- took {q.seconds:.1f} s{budget}")
     lines += [f"- **fails**: {f}" for f in q.failures] if not q.passed else []
     lines += ["", "| model | perplexity | accuracy | top-1 agreement with float | cosine with float |",
               "|---|---|---|---|---|"]  # fmt: skip

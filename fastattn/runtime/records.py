@@ -115,6 +115,7 @@ class QuantizationRecord:
     sensitivity: dict[str, float] = field(default_factory=dict)  # graph:node -> share of the gate alone
     attempts: list[AttemptRecord] = field(default_factory=list)
     seconds: float = 0.0
+    search_budget: float | None = None  # seconds the sensitivity search was allowed (it stops there)
 
 
 @dataclass(frozen=True)
