@@ -41,6 +41,8 @@ from fastattn.families.registry import prepare
 from fastattn.runtime.manifest import GraphEntry, Manifest
 from fastattn.runtime.session import sample_graph
 
+SDPA = "sdpa"  # Hugging Face models: transformers' default attention, what a user of the checkpoint runs
+
 
 def checkpoint_config(path: str | Path) -> dict | None:
     """The model config of a fastattn checkpoint; None for other model files (or no config)."""
@@ -61,7 +63,9 @@ def same_model(a: dict | None, b: dict | None) -> bool:
 
 def _modules(job: Job, manifest: Manifest) -> dict[str, torch.nn.Module]:
     inputs = tuple(manifest.graphs[0].inputs) if manifest.config is None else ()
-    prepared = prepare(Path(job.checkpoint), PrepareRequest(inputs, job.allow_pickle))
+    task = manifest.hf.task if manifest.hf is not None else None
+    prepared = prepare(Path(job.checkpoint), PrepareRequest(inputs, job.allow_pickle, manifest.kv_buffer is not None,
+                                                            task))  # fmt: skip
     if manifest.config is not None and not same_model(prepared.config, manifest.config):
         raise InputError(
             f"{job.checkpoint} is not the model exported in {job.directory} (their configs differ)",
@@ -70,6 +74,8 @@ def _modules(job: Job, manifest: Manifest) -> dict[str, torch.nn.Module]:
     modules = {}
     for graph in prepared.graphs:
         module = graph.reference if graph.reference is not None else graph.module
+        if prepared.hf is not None:  # the transformers model itself, timed with its default attention (sdpa)
+            module.hf.set_attn_implementation(SDPA)
         modules[graph.name] = module.module() if isinstance(module, torch.export.ExportedProgram) else module
     return modules
 
@@ -145,7 +151,8 @@ def _measure(job: Job, manifest: Manifest, phases) -> Row:
     peak = memory.peak_mb()
     return Row(
         model=model_name(manifest), export=Path(job.checkpoint).name, directory=str(job.checkpoint), target="eager",
-        attention=attention_label(manifest), precision="fp32", provider=PYTORCH, engine=f"torch {torch.__version__}",
+        attention=attention_label(manifest), precision="fp32", provider=PYTORCH,
+        engine=f"torch {torch.__version__}" + (f" (transformers, {SDPA})" if manifest.hf is not None else ""),
         batch=job.batch, sequence=job.sequence, phases=results,
         peak_memory_mb=None if peak is None or baseline is None else round(peak - baseline, 1),
         threads=settings.threads, others_cpu=share.others(),

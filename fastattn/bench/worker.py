@@ -64,6 +64,10 @@ def handle(request: dict) -> object:
             from fastattn.bench.web import measure as measure_web
 
             return measure_web(job).to_dict()
+        if job.optimum:  # one of Optimum's exports, on the inputs of the fastattn export beside it
+            from fastattn.bench.optimum_measure import measure_optimum
+
+            return measure_optimum(job).to_dict()
         from fastattn.bench.measure import measure
 
         return measure(job).to_dict()

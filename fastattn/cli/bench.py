@@ -19,8 +19,16 @@ from fastattn.cli.app import command, err, json_option, out, print_json, progres
 @click.option("--sweep-seq", default=None, help="A scaling sweep of sequence lengths, e.g. 512,1024,2048 "
               "(the table adds the log-log slope between lengths).")  # fmt: skip
 @click.option("--torch", "torch_models", multiple=True, type=click.Path(path_type=Path),
-              help="The PyTorch model an export came from: eager rows on the same weights and inputs.")  # fmt: skip
+              help="The PyTorch model an export came from (a model file, or a Hugging Face checkpoint directory): "
+                   "eager rows on the same weights and inputs.")  # fmt: skip
 @click.option("--allow-pickle", is_flag=True, help="The --torch model is a pickled nn.Module (runs code from it).")
+@click.option("--optimum", "optimum", multiple=True, type=click.Path(path_type=Path), metavar="CHECKPOINT_DIR",
+              help="A Hugging Face checkpoint one of EXPORTS was made from: Optimum's own exports of it (made once "
+                   "into $FASTATTN_CACHE/optimum) become rows, with PyTorch eager, and every row of it gets an "
+                   "accuracy column on held-out text (pooled-embedding cosine, or perplexity and top-1 agreement).")
+@click.option("--optimum-variants", default="fp32,o3,int8", show_default=True,
+              help="Which Optimum exports: fp32 (main_export), o3 (ORTOptimizer O3), int8 (ORTQuantizer avx512_vnni, "
+                   "dynamic).")  # fmt: skip
 @click.option("--match-target", is_flag=True,
               help="Run each export only on the provider it was lowered for (portable exports on all).")  # fmt: skip
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads [default: the CPUs this process may use].")
@@ -37,11 +45,13 @@ from fastattn.cli.app import command, err, json_option, out, print_json, progres
 @json_option
 @verbose_option
 @command
-def bench_command(exports, providers, batch, seq, sweep_seq, torch_models, allow_pickle, match_target, threads, warmup,
-                  repeats, min_time, decode_steps, in_process, json_path, plot_path, as_json) -> None:  # fmt: skip
+def bench_command(exports, providers, batch, seq, sweep_seq, torch_models, allow_pickle, optimum, optimum_variants,
+                  match_target, threads, warmup, repeats, min_time, decode_steps, in_process, json_path, plot_path,
+                  as_json) -> None:  # fmt: skip
     """Time the exports in EXPORTS... per execution provider (and PyTorch eager with --torch)."""
     import sys  # noqa: PLC0415
 
+    from fastattn.bench.optimum import parse_variants  # noqa: PLC0415
     from fastattn.bench.plan import Plan, Settings, default_threads, parse_sizes  # noqa: PLC0415
     from fastattn.bench.run import bench as run_bench  # noqa: PLC0415
     from fastattn.bench.table import render  # noqa: PLC0415
@@ -55,7 +65,7 @@ def bench_command(exports, providers, batch, seq, sweep_seq, torch_models, allow
         exports, providers, parse_sizes(batch, "--batch"),
         parse_sizes(sweep_seq, "--sweep-seq") if sweep_seq else parse_sizes(seq or "128", "--seq"),
         sweep=bool(sweep_seq), torch_models=torch_models, allow_pickle=allow_pickle, match_target=match_target,
-        settings=settings,
+        settings=settings, optimum=optimum, optimum_variants=parse_variants(optimum_variants),
     )  # fmt: skip
     with progress("benchmarking", quiet=as_json) as step:
         result = run_bench(plan, progress=step)

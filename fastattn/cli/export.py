@@ -50,8 +50,9 @@ def _input_specs(_ctx, _param, values: tuple[str, ...]):
               help="Hugging Face checkpoints: feature-extraction, text-generation or text2text-generation "
                    "(Optimum's names) [default: from the checkpoint's architecture].")
 @quantize_options()
-@click.option("--package", "packages", multiple=True, type=click.Choice(["ort"]),
-              help="Also write an edge package: ort = <graph>.ort + required_operators.config (minimal ORT builds).")
+@click.option("--package", "packages", multiple=True, type=click.Choice(["ort", "optimum"]),
+              help="Also write a package: ort = <graph>.ort + required_operators.config (minimal ORT builds); "
+                   "optimum = Optimum's encoder-decoder layout (ORTModelForSeq2SeqLM opens OUT).")
 @threads_option
 @force_option
 @json_option
@@ -70,7 +71,7 @@ def export_command(model, output, inputs, allow_pickle, code, opset, lowering, k
         opset or DEFAULT_OPSET, force=force, threads=threads, target=target, profile=lowering.profile,
         only=lowering.only, lowering_plan=lowering.lowering_plan,
         allow_fusion_shortfall=lowering.allow_fusion_shortfall, quantize=quantize.step(target), kv_buffer=kv_buffer,
-        package_ort="ort" in packages, task=task, code=code,
+        package_ort="ort" in packages, package_optimum="optimum" in packages, task=task, code=code,
     )  # fmt: skip
     with progress("exporting", quiet=as_json) as step:
         result = export(model, options, progress=step)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
@@ -42,6 +42,7 @@ class QuantizeRequest:
     max_ppl_increase: float | None = None
     min_cosine: float | None = None
     max_accuracy_drop: float | None = None
+    search_budget: float | None = None  # seconds for the sensitivity search (None: QuantizeStep's default)
 
     def step(self, target: Target):
         """The quantize step for an export lowered for ``target`` (None without ``--quantize``)."""
@@ -58,7 +59,8 @@ class QuantizeRequest:
             target=target,
         )  # fmt: skip
         gate = MODES[mode].gate.relaxed(self.max_ppl_increase, self.min_cosine, self.max_accuracy_drop)
-        return QuantizeStep(options, gate, self.eval_data, self.calibration)
+        step = QuantizeStep(options, gate, self.eval_data, self.calibration)
+        return step if self.search_budget is None else replace(step, budget=self.search_budget)
 
 
 def quantize_options(mode_required: bool = False):
@@ -88,6 +90,9 @@ def quantize_options(mode_required: bool = False):
                      help="Relax the gate: least output cosine with the float model [int8 0.999, int4 0.99]."),
         click.option("--max-accuracy-drop", callback=_fraction, metavar="PCT",
                      help="Relax the gate: classifier accuracy may drop this much [int8 1%, int4 3%]."),
+        click.option("--search-budget", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+                     help="When the gate fails, the search for weights to keep in float stops after this long "
+                     "[default: 300]; a search stopped there fails the gate, so a busy machine may need more."),
     )  # fmt: skip
 
 

@@ -45,6 +45,7 @@ class ExportOptions:
     # one buffer). Rows must be unpadded; sequences at most max_positions long.
     kv_buffer: bool = False
     package_ort: bool = False  # also write <graph>.ort + required_operators.config (exporter.ort_format)
+    package_optimum: bool = False  # encoder-decoders: also Optimum's layout (exporter.optimum_layout)
     task: str | None = None  # Hugging Face models: Optimum's task name; None = from the architecture
     code: Path | None = None  # the .py file defining a pickled model's classes (needs allow_pickle)
 

@@ -3,7 +3,7 @@
     export      prepare ─► capture ─► optimize ─► save ─► place ─► validate ─► quantize ─► package ─► finish
     reoptimize  open ─► optimize ─► save ─► place ─► validate (against the portable export) ─► finish
     requantize  open ─► quantize (validated against the float export) ─► finish
-    repackage   open ─► package (the .ort validated against the .onnx) ─► finish
+    repackage   open ─► package (the .ort validated against the .onnx; Optimum's layout against the graphs) ─► finish
 
 Every run writes into a staging directory beside the destination (holding the destination's
 lock), and the manifest is written once, by ``finish``, after validation. Nothing reaches the
@@ -27,6 +27,7 @@ from fastattn.exporter.steps.finish import Finish, failure_line
 from fastattn.exporter.steps.open_export import OpenExport
 from fastattn.exporter.steps.optimize import Optimize
 from fastattn.exporter.steps.package import PackageOrt
+from fastattn.exporter.steps.package_optimum import PackageOptimum
 from fastattn.exporter.steps.place import Place
 from fastattn.exporter.steps.prepare import Prepare
 from fastattn.exporter.steps.quantize import Quantize
@@ -45,10 +46,11 @@ __all__ = ["ExportOptions", "ExportResult", "export", "reoptimize", "repackage",
 
 log = logging.getLogger(__name__)
 
-EXPORT: tuple[Step, ...] = (Prepare(), Capture(), Optimize(), Save(), Place(), Validate(), Quantize(), PackageOrt())
+EXPORT: tuple[Step, ...] = (Prepare(), Capture(), Optimize(), Save(), Place(), Validate(), Quantize(), PackageOrt(),
+                               PackageOptimum())  # fmt: skip
 REOPTIMIZE: tuple[Step, ...] = (OpenExport(load_graphs=True), Optimize(), Save(), Place(), Validate())
 REQUANTIZE: tuple[Step, ...] = (OpenExport(), Quantize())
-REPACKAGE: tuple[Step, ...] = (OpenExport(references=False), PackageOrt())
+REPACKAGE: tuple[Step, ...] = (OpenExport(references=False), PackageOrt(), PackageOptimum())
 
 
 def _run(steps: tuple[Step, ...], state: ExportState) -> ExportResult:
@@ -124,13 +126,21 @@ def requantize(
 
 
 def repackage(directory: str | Path, ort: bool = True, threads: int | None = None,
-              progress: Progress | None = None) -> ExportResult:  # fmt: skip
-    """Add edge packages (``ort``: the ORT format) to an existing export, in place."""
+              progress: Progress | None = None, optimum: bool = False) -> ExportResult:  # fmt: skip
+    """Add packages (``ort``: the ORT format; ``optimum``: Optimum's encoder-decoder layout) to an export, in place."""
     directory = Path(directory)
     manifest = Manifest.load(directory)
-    if not ort:
-        raise InputError("no package named", "pass --ort")
-    options = ExportOptions(directory, threads=threads, target=manifest.target, package_ort=ort)
+    if not ort and not optimum:
+        raise InputError("no package named", "pass --ort or --optimum")
+    if optimum:
+        from fastattn.exporter.optimum_layout import needless  # noqa: PLC0415
+
+        why = needless(manifest)
+        if why:
+            raise InputError(f"no Optimum layout for {directory.name}: {why}",
+                             "pass --optimum for Hugging Face encoder-decoders only")  # fmt: skip
+    options = ExportOptions(directory, threads=threads, target=manifest.target, package_ort=ort,
+                            package_optimum=optimum)  # fmt: skip
     with Staging(directory, replace_self=True) as staging:
         state = ExportState(options, staging, _progress(progress), manifest.precision, directory,
                             untouched=f"{directory} is unchanged")  # fmt: skip

@@ -69,6 +69,7 @@ def render(manifest: Manifest, timings: dict[str, float] | None = None, notes: l
     lines += _placement(manifest.placement)
     lines += _quantization(manifest.quantization)
     lines += _ort_format(manifest.ort_format)
+    lines += _optimum(manifest)
     lines += ["", *_validation(manifest.validation), "", "## Versions", ""]
     lines += [", ".join(f"{k} {v}" for k, v in manifest.versions.items()), ""]
     return "\n".join(lines)
@@ -78,6 +79,12 @@ def _ort_format(package) -> list[str]:
     from fastattn.exporter.ort_format import report_lines  # noqa: PLC0415  (onnxruntime's tools)
 
     return report_lines(package)
+
+
+def _optimum(manifest: Manifest) -> list[str]:
+    from fastattn.exporter.optimum_layout import report_lines  # noqa: PLC0415
+
+    return report_lines(manifest)
 
 
 def _lowering(manifest: Manifest) -> list[str]:
@@ -136,7 +143,9 @@ def _quantization(q: QuantizationRecord | None) -> list[str]:
     gate = q.gate
     lines.append(f"- gate ({q.task}): perplexity +{gate.max_ppl_increase:.2%} at most, output cosine >= "
                  f"{gate.min_cosine}, accuracy -{gate.max_accuracy_drop:.2%} at most (against the float ONNX model)")
-    lines.append(f"- took {q.seconds:.1f} s")
+    budget = f"; a failing gate's search for weights to keep in float is bounded at {q.search_budget:.0f} s" \
+        if q.search_budget is not None else ""
+    lines.append(f"- took {q.seconds:.1f} s{budget}")
     lines += [f"- **fails**: {f}" for f in q.failures] if not q.passed else []
     lines += ["", "| model | perplexity | accuracy | top-1 agreement with float | cosine with float |",
               "|---|---|---|---|---|"]  # fmt: skip
@@ -157,10 +166,11 @@ def _quantization(q: QuantizationRecord | None) -> list[str]:
 
 
 def _worst_per_family(outputs: list) -> list[tuple[str, object]]:
-    """One row per output family (``present_key_0..N`` -> ``present_key_*``): its worst member."""
+    """One row per output family (``present_key_0..N`` -> ``present_key_*``, ``present.N.key`` -> ``present.*.key``):
+    its worst member."""
     families: dict[str, list] = {}
     for o in outputs:
-        families.setdefault(re.sub(r"_\d+$", "_*", o.name), []).append(o)
+        families.setdefault(re.sub(r"(?<=[_.])\d+(?=$|\.)", "*", o.name), []).append(o)
     rows = []
     for name, members in families.items():
         failed = [o for o in members if not o.passed]

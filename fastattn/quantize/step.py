@@ -130,6 +130,7 @@ class QuantizationReport:
     sensitivity: dict[str, float] = field(default_factory=dict)  # graph:node -> share of the gate it uses alone
     attempts: list[AttemptRecord] = field(default_factory=list)
     seconds: float = 0.0
+    search_budget: float = SEARCH_BUDGET  # seconds the sensitivity search may take
 
     @property
     def failures(self) -> list[str]:
@@ -148,7 +149,7 @@ class QuantizationReport:
         return QuantizationRecord(
             self.mode, self.passed, self.failures, self.gate.record(), self.data, self.task.value, self.calibration,
             self.settings, self.size_before, self.size_after, self.figures, self.quantized, self.kept, self.ops,
-            self.sensitivity, self.attempts, round(self.seconds, 2),
+            self.sensitivity, self.attempts, round(self.seconds, 2), self.search_budget,
         )  # fmt: skip
 
 
@@ -169,7 +170,7 @@ def quantize_directory(
     step = progress or (lambda message: log.info(message))
     clock = time.perf_counter()
     task = task_of(manifest)
-    report = QuantizationReport(options.mode.value, gate, data.source, task)
+    report = QuantizationReport(options.mode.value, gate, data.source, task, search_budget=budget)
     float_dir = Path(tempfile.mkdtemp(prefix=".work-float-", dir=directory))  # inside the staging directory
     try:
         for entry in manifest.graphs:
@@ -207,7 +208,8 @@ def quantize_directory(
             figures = evaluate(task, {"float": float_forward, "quantized": forward(manifest, runners)}, data, "float")
             return results, figures["quantized"]
 
-        step(f"quantizing to {options.mode.value}")
+        step(f"quantizing to {options.mode.value} (if the gate fails, a search for weights to keep in float "
+             f"follows, bounded at {budget:.0f} s)")
         results, figures = attempt(())
         base = report.figures["float"]
         report.attempts.append(AttemptRecord([], figures, gate.failures(task, base, figures)))

@@ -23,6 +23,7 @@ from fastattn.runtime import dims, schema
 from fastattn.runtime.records import (
     HfRecord,
     KvBuffer,
+    OptimumPackage,
     OrtPackage,
     PlacementRecord,
     QuantizationRecord,
@@ -201,6 +202,7 @@ class Manifest:
     kv_buffer: KvBuffer | None = None  # the --kv-buffer decode path
     ort_format: OrtPackage | None = None  # the ORT-format package beside the .onnx files
     hf: HfRecord | None = None  # a Hugging Face checkpoint's identity and generation defaults
+    optimum: OptimumPackage | None = None  # Optimum's layout of an encoder-decoder (--package optimum)
     validation: ValidationRecord | None = None
     versions: dict[str, str] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)  # every file of the export (what --force may replace)

@@ -115,6 +115,7 @@ class QuantizationRecord:
     sensitivity: dict[str, float] = field(default_factory=dict)  # graph:node -> share of the gate alone
     attempts: list[AttemptRecord] = field(default_factory=list)
     seconds: float = 0.0
+    search_budget: float | None = None  # seconds the sensitivity search was allowed (it stops there)
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,16 @@ class OrtPackage:
 
     def files(self) -> list[str]:
         return [g.file for g in self.graphs] + [self.config, self.typed_config]
+
+
+@dataclass
+class OptimumPackage:
+    """The manifest's ``optimum``: Optimum's layout of an encoder-decoder beside fastattn's graphs, so
+    ``ORTModelForSeq2SeqLM.from_pretrained(OUT)`` opens the export (see fastattn.exporter.optimum_layout)."""
+
+    files: list[str]  # encoder_model.onnx, decoder_model_merged.onnx (+ .data beyond 1 GiB)
+    validation: ValidationRecord | None = None  # against the export's own graphs
+    loader: str = "optimum.onnxruntime.ORTModelForSeq2SeqLM"
 
 
 @dataclass

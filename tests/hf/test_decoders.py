@@ -99,3 +99,48 @@ def test_int4_on_real_text_passes_or_fails_with_its_figures(hf_checkpoint, tmp_p
     assert set(q["figures"]) == {"float", "pytorch", "quantized"}
     assert q["figures"]["pytorch"]["agreement"] == pytest.approx(1.0)
     assert q["figures"]["quantized"]["perplexity"] > 1.0 and 0 < q["figures"]["quantized"]["agreement"] < 1
+
+
+@pytest.mark.parametrize("name", ["llama", "mistral"])
+def test_optimum_generates_the_runtime_tokens(hf_export, name):
+    """ORTModelForCausalLM opens the export as it is and, feeding presents back as pasts (Mistral's trimmed to
+    W-1 = 15 positions, 64 tokens past a 16-token window), generates fastattn.runtime's greedy tokens."""
+    from optimum.onnxruntime import ORTModelForCausalLM
+    from transformers import AutoTokenizer, pipeline
+
+    out = hf_export(name).output
+    optimum = ORTModelForCausalLM.from_pretrained(out)
+    assert optimum.can_use_cache and optimum.key_value_input_names[:2] == ["past_key_values.0.key",
+                                                                          "past_key_values.0.value"]
+    want = rt.load(out).generate(PROMPTS, NEW, stop_ids=[]).tokens  # one left-padded batch
+    assert reference.greedy(optimum, PROMPTS, NEW, pad=1) == want
+    assert len(set(want[0])) > 8  # not one token repeated: the comparison means something
+
+    generator = pipeline("text-generation", model=optimum, tokenizer=AutoTokenizer.from_pretrained(out))
+    prompt = "def fibonacci(n):"
+    ids = rt.load_tokenizer(out).encode(prompt)
+    got = generator(prompt, max_new_tokens=24, min_new_tokens=24, do_sample=False, return_tensors=True)
+    assert got[0]["generated_token_ids"] == ids + rt.load(out).generate(ids, 24, stop_ids=[]).tokens[0]
+
+
+def test_bench_optimum_decoder_rows_with_perplexity(hf_checkpoint, hf_export, tmp_path, monkeypatch):
+    """Optimum's exports of a Llama as rows of fastattn bench: prefill and decode timed on the fastattn export's
+    inputs, perplexity and top-1 agreement against PyTorch on held-out text (fp32: the same as PyTorch's)."""
+    from fastattn.bench.plan import Plan, Settings
+    from fastattn.bench.run import bench
+
+    monkeypatch.setenv("FASTATTN_CACHE", str(tmp_path / "cache"))
+    checkpoint, out = hf_checkpoint("llama"), hf_export("llama").output
+    settings = Settings(threads=1, warmup=1, repeats=3, min_time=0.0, decode_steps=2, isolate=False)
+    result = bench(Plan.create([out], sequences=[16], optimum=[checkpoint], optimum_variants=["fp32", "int8"],
+                               settings=settings))  # fmt: skip
+    assert not result.failures
+    rows = {r.export: r for r in result.rows}
+    assert set(rows) == {out.name, "optimum-fp32", "optimum-int8", checkpoint.name}
+    for row in rows.values():
+        assert row.prefill_ms > 0 and 0 < row.decode_tokens_per_s < float("inf")
+    acc = {(a.export, a.pytorch): a for a in result.accuracy}
+    reference = acc[(checkpoint.name, True)].perplexity
+    for exact in (out.name, "optimum-fp32"):
+        assert acc[(exact, False)].agreement > 0.999 and abs(acc[(exact, False)].perplexity / reference - 1) < 1e-4
+    assert acc[("optimum-int8", False)].agreement < 1.0 and acc[("optimum-int8", False)].perplexity > 0

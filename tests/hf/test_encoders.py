@@ -68,3 +68,78 @@ def test_validate_command_reruns_against_transformers(hf_checkpoint, hf_export, 
     shutil.copytree(hf_export("distilbert").output, out)
     run = CliRunner().invoke(main, ["validate", str(hf_checkpoint("distilbert")), str(out)])
     assert run.exit_code == 0 and "passed 3 cases" in run.output, run.output
+
+
+def test_optimum_feature_extraction_matches_the_runtime(hf_export):
+    """ORTModelForFeatureExtraction opens a BERT export as it is, also through pipeline("feature-extraction")."""
+    from optimum.onnxruntime import ORTModelForFeatureExtraction
+    from transformers import AutoTokenizer, pipeline
+
+    out = hf_export("bert").output
+    optimum = ORTModelForFeatureExtraction.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    texts = ["def main(argv): return 0", "import json, and a longer line of text to pad the other one"]
+    batch = tokenizer(texts, padding=True, return_tensors="np")
+    model = rt.load(out)
+    want = model.run({"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]})["last_hidden_state"]
+    got = optimum(**{k: torch.from_numpy(v) for k, v in batch.items()}).last_hidden_state.numpy()
+    valid = batch["attention_mask"].astype(bool)
+    assert batch["attention_mask"].min() == 0 and np.abs(got - want)[valid].max() < 1e-5
+    single = np.asarray(pipeline("feature-extraction", model=optimum, tokenizer=tokenizer)(texts[0]))[0]
+    ids = tokenizer(texts[0], return_tensors="np")
+    alone = model.run({"input_ids": ids["input_ids"], "attention_mask": ids["attention_mask"]})["last_hidden_state"][0]
+    assert np.abs(single - alone).max() < 1e-5
+
+
+def test_bench_optimum_rows_and_pooled_cosines(hf_checkpoint, hf_export, tmp_path, monkeypatch):
+    """`fastattn bench OUT --optimum CHECKPOINT`: Optimum's fp32 / O3 / int8 exports of the same BERT are rows beside
+    fastattn's and PyTorch eager's, on the same inputs, each with its pooled-embedding cosine against PyTorch on
+    held-out text; the Optimum exports go to the cache (made once), never into the checkpoint directory."""
+    from fastattn.bench.plan import PYTORCH, Plan, Settings
+    from fastattn.bench.run import bench
+    from fastattn.bench.table import markdown
+
+    monkeypatch.setenv("FASTATTN_CACHE", str(tmp_path / "cache"))
+    checkpoint, out = hf_checkpoint("bert"), hf_export("bert").output
+    before = sorted(p.name for p in checkpoint.iterdir())
+    settings = Settings(threads=1, warmup=1, repeats=3, min_time=0.0, isolate=False)
+    plan = Plan.create([out], sequences=[16], optimum=[checkpoint], settings=settings)
+    result = bench(plan)
+    assert not result.failures
+    rows = {(r.export, r.provider): r for r in result.rows}
+    assert set(rows) == {(out.name, "cpu"), ("optimum-fp32", "cpu"), ("optimum-o3", "cpu"), ("optimum-int8", "cpu"),
+                         (checkpoint.name, PYTORCH)}  # fmt: skip
+    assert all(0 < r.latency.p50 < float("inf") and r.phases[0].sizes["sequence"] == 16 for r in rows.values())
+    assert rows[("optimum-int8", "cpu")].precision == "int8"
+    acc = {(a.export, a.pytorch): a for a in result.accuracy}
+    assert set(acc) == {(out.name, False), ("optimum-fp32", False), ("optimum-o3", False), ("optimum-int8", False),
+                        (checkpoint.name, True)}  # fmt: skip
+    assert "held-out" in acc[("optimum-fp32", False)].data
+    for exact in (out.name, "optimum-fp32", "optimum-o3"):
+        assert acc[(exact, False)].cosine_min > 0.99999, exact
+    assert 0.9 < acc[("optimum-int8", False)].cosine < 0.99999  # int8 moves the embeddings, but not far
+    assert "accuracy vs PyTorch" in markdown(result) and "cos 1.00000" in markdown(result)
+    assert {o["label"] for o in result.optimum} == {"optimum-fp32", "optimum-o3", "optimum-int8"}
+    assert sorted(p.name for p in checkpoint.iterdir()) == before
+    made = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*.onnx")}
+    assert len(made) == 3
+
+    steps: list[str] = []
+    again = bench(Plan.create([out], sequences=[16], optimum=[checkpoint], optimum_variants=["int8"], settings=settings),
+                  progress=steps.append)  # fmt: skip
+    assert not any("exporting" in s for s in steps)  # the cache holds them: nothing exported twice
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*.onnx")} == made
+    assert {r.export for r in again.rows} == {out.name, "optimum-int8", checkpoint.name}
+
+
+def test_bench_optimum_needs_the_export_of_that_checkpoint(hf_checkpoint, hf_export, tmp_path):
+    from click.testing import CliRunner
+
+    from fastattn.cli import main
+
+    out = str(hf_export("bert").output)
+    for other, says in ((hf_checkpoint("roberta"), "no export given was made from"), (tmp_path, "not a Hugging Face")):
+        run = CliRunner().invoke(main, ["bench", out, "--optimum", str(other), "--seq", "8"])
+        assert run.exit_code == 2 and says in run.output and len(run.output.strip().splitlines()) == 1, run.output
+    run = CliRunner().invoke(main, ["bench", out, "--optimum", str(hf_checkpoint("bert")), "--optimum-variants", "o5"])
+    assert run.exit_code == 2 and "bad Optimum variants" in run.output

@@ -141,3 +141,16 @@ def test_every_mode_quantizes_decoders_and_encoder_decoders(mode, which, float_e
     expected_op = {Mode.INT8: "MatMulInteger", Mode.INT8_STATIC: "QuantizeLinear", Mode.INT4: "MatMulNBits",
                    Mode.FP16: "Cast"}[mode]  # fmt: skip
     assert q.ops.get(expected_op, 0) > 0
+
+
+def test_sensitivity_search_says_its_budget_up_front_and_stops_there(decoder_checkpoint, tmp_path):
+    impossible = Gate(max_ppl_increase=-0.5, min_cosine=2.0, max_accuracy_drop=0.0)
+    lines: list[str] = []
+    step = QuantizeStep(QuantOptions(Mode.INT8), gate=impossible, budget=0.0)
+    with pytest.raises(ValidationFailed, match="stopped at its 0 s budget"):
+        export(decoder_checkpoint, ExportOptions(tmp_path / "out", quantize=step), progress=lines.append)
+    first = next(i for i, line in enumerate(lines) if line.startswith("quantizing to int8"))
+    assert "bounded at 0 s" in lines[first]  # said before the first attempt, not only when the search starts
+    q = Manifest.load(tmp_path / "out.rejected").quantization
+    assert q.search_budget == 0.0 and not q.sensitivity
+    assert "bounded at 0 s" in (tmp_path / "out.rejected" / "report.md").read_text()

@@ -28,6 +28,7 @@ from fastattn.families.hf import architectures, generic
 from fastattn.families.hf.checkpoint import read_checkpoint
 from fastattn.families.hf.convert import Converted, convert, convert_module, family_of
 from fastattn.families.hf.eval_text import text_eval_set
+from fastattn.families.hf.optimum_names import with_optimum_names
 from fastattn.families.hf.reference import load_reference, references
 from fastattn.families.hf.spec import FAMILY, Task
 from fastattn.runtime.manifest import Arch
@@ -93,6 +94,8 @@ def _prepared(converted: Converted, hf: Any, source: str, files: dict[str, Path]
     refs = references(hf, converted.family, converted.task, kv_buffer)
     for graph in graphs:
         graph.reference = refs[graph.name]
+    if cfg.arch is Arch.DECODER:  # Optimum's cache names: ORTModelForCausalLM opens the export as it is
+        graphs = [with_optimum_names(g) for g in graphs]
     info = hf_section(converted, generation, files)
     tokenizer = files.get("tokenizer.json")
     eval_set = None
