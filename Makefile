@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 DEMO := build/demo
 
-.PHONY: setup demo test clean openvino-env genai-env
+.PHONY: setup demo test lint clean openvino-env genai-env web-env chromium
 
 setup: $(VENV)/.installed
 
@@ -21,8 +21,14 @@ demo: setup
 	$(VENV)/bin/fastattn-export $(DEMO)/model.pt -o $(DEMO)/out --force
 	$(VENV)/bin/fastattn run $(DEMO)/out --random --size batch=1 --size sequence=16
 
-test: setup openvino-env
+test: setup openvino-env web-env chromium lint
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# Style, layers (import contracts, transitive) and types of the torch-free runtime.
+lint: setup
+	$(VENV)/bin/ruff check fastattn tests benchmarks examples
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf build .pytest_cache
@@ -45,3 +51,18 @@ genai-env: .venv-genai/.installed
 	.venv-genai/bin/python -m pip --disable-pip-version-check -q install -c constraints-genai.txt torch==2.13.0
 	.venv-genai/bin/python -m pip --disable-pip-version-check -q install -r constraints-genai.txt
 	touch $@
+
+# onnxruntime-web (pinned by fastattn/runtime/web/package-lock.json) for the wasm provider and target:
+# Node runs fastattn/runtime/web/worker.mjs with it. --ignore-scripts: nothing is fetched beyond npm.
+web-env: .venv-web/.installed
+
+.venv-web/.installed: fastattn/runtime/web/package.json fastattn/runtime/web/package-lock.json
+	mkdir -p .venv-web
+	cp fastattn/runtime/web/package.json fastattn/runtime/web/package-lock.json .venv-web/
+	cd .venv-web && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+# Headless Chromium + chromedriver for the browser test of examples/web (Debian packages; root here).
+chromium:
+	test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)

@@ -11,7 +11,7 @@ Each generates 256 and then 4096 tokens greedily after a 32-token prompt (batch 
 * decode time per token over the first and the last 256 steps.
 
     python -m benchmarks.decode_memory            # -> benchmarks/results/decode_memory.{json,md}
-    python -m benchmarks.decode_memory --quick    # 2 layers, 64 / 512 tokens
+    python -m benchmarks.decode_memory --smoke --out DIR    # 1 tiny layer, 16 / 48 tokens (benchmarks/record.py)
 """
 
 from __future__ import annotations
@@ -26,21 +26,26 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.machine import describe
+from benchmarks.record import ROOT, add_options, command, out_dir, work_dir, write
 
-RESULTS = Path(__file__).parent / "results"
-WORKDIR = Path(__file__).parents[1] / "build" / "bench-decode-memory"
 THREADS = 2
 WINDOW = 256
 PROMPT = 32
 LENGTHS = (256, 4096)
-QUICK_LENGTHS = (64, 512)
+SMOKE_LENGTHS = (16, 48)
+SMOKE_PROMPT = 8
+SMOKE_WINDOW = 8
 EDGE = 256  # steps timed at the start and at the end of a generation
 
 
-def configs(quick: bool) -> dict:
+def configs(smoke: bool) -> dict:
     from fastattn.models import LayerAttention, ModelConfig
 
-    layers = 2 if quick else 4
+    if smoke:  # no global_local model: see SMOKE_MODELS in benchmarks/scaling.py
+        base = ModelConfig(name="full-smoke", vocab_size=256, d_model=32, num_heads=4, kv_heads=2, ffn_dim=64,
+                           decoder_layers=(LayerAttention(),))  # fmt: skip
+        return {"full": base, "sliding": base.replace(name="sliding8-smoke", decoder_layers=(LayerAttention.parse(f"sliding:{SMOKE_WINDOW}"),))}
+    layers = 4
     base = ModelConfig(name=f"full-{layers}x512", vocab_size=256, d_model=512, num_heads=8, kv_heads=2,
                        ffn_dim=1536, decoder_layers=(LayerAttention(),) * layers)  # fmt: skip
     windowed = lambda text, name: base.replace(  # noqa: E731
@@ -53,20 +58,22 @@ def configs(quick: bool) -> dict:
     }
 
 
-def export_all(quick: bool) -> dict[str, Path]:
+def export_all(smoke: bool, workdir: Path) -> dict[str, Path]:
     from benchmarks.providers import checkpoint, is_current
     from fastattn.exporter.lowering.measure import ShapeCase
-    from fastattn.exporter.lowering.target import Target
     from fastattn.exporter.pipeline import ExportOptions, export
+    from fastattn.targets import Target
 
-    profile = (ShapeCase("prefill", 1, PROMPT), ShapeCase("decode", 1, 1, past=2048))
+    prompt = SMOKE_PROMPT if smoke else PROMPT
+    profile = (ShapeCase("prefill", 1, prompt), ShapeCase("decode", 1, 1, past=32 if smoke else 2048))
     outs = {}
-    for kind, config in configs(quick).items():
-        out = WORKDIR / config.name
+    for kind, config in configs(smoke).items():
+        out = workdir / config.name
         if not is_current(out, config, Target.CPU, "fp32"):
             print(f"exporting {config.name}", flush=True)
-            export(checkpoint(config.name, config, WORKDIR),
-                   ExportOptions(out, target=Target.CPU, threads=THREADS, force=True, profile=profile))  # fmt: skip
+            export(checkpoint(config.name, config, workdir),
+                   ExportOptions(out, target=Target.CPU, threads=THREADS, force=True, profile=profile,
+                                 repeats=1 if smoke else 10))  # fmt: skip
         outs[kind] = out
     return outs
 
@@ -79,12 +86,12 @@ def _status(field: str) -> int:
     raise KeyError(field)
 
 
-def worker(out: str, new: int) -> dict:
+def worker(out: str, new: int, prompt_tokens: int) -> dict:
     """One generation of ``new`` tokens in this (fresh) process; prints its figures as JSON."""
     from fastattn.runtime import load
 
     model = load(out, provider="cpu", threads=THREADS)
-    prompt = np.random.default_rng(0).integers(0, 256, PROMPT).tolist()
+    prompt = np.random.default_rng(0).integers(0, 256, prompt_tokens).tolist()
     model.generate(prompt, 16)  # warm-up: sessions, arena
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS to the current RSS
     before = _status("VmRSS")
@@ -104,29 +111,32 @@ def worker(out: str, new: int) -> dict:
     }
 
 
-def run(quick: bool, repeat: int) -> dict:
-    outs = export_all(quick)
+def run(smoke: bool, repeat: int, workdir: Path) -> dict:
+    outs = export_all(smoke, workdir)
+    prompt = SMOKE_PROMPT if smoke else PROMPT
     rows = []
     for kind, out in outs.items():
-        for new in QUICK_LENGTHS if quick else LENGTHS:
-            cmd = [sys.executable, "-m", "benchmarks.decode_memory", "--worker", str(out), str(new)]
-            runs = [json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+        for new in SMOKE_LENGTHS if smoke else LENGTHS:
+            cmd = [sys.executable, "-m", "benchmarks.decode_memory", "--worker", str(out), str(new), str(prompt)]
+            runs = [json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout.splitlines()[-1])
                     for _ in range(repeat)]  # fmt: skip
             median = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
             row = {"attention": kind, "model": out.name, **median,
                    "peak_rise_mb_all": [r["peak_rise_mb"] for r in runs]}  # fmt: skip
             print(json.dumps(row), flush=True)
             rows.append(row)
-    layers = len(next(iter(configs(quick).values())).decoder_layers)
-    return {"machine": describe(THREADS), "layers": layers, "window": WINDOW, "prompt": PROMPT, "repeat": repeat,
-            "rows": rows}  # fmt: skip
+    first = next(iter(configs(smoke).values()))
+    return {"machine": describe(THREADS), "layers": len(first.decoder_layers), "d_model": first.d_model,
+            "heads": [first.num_heads, first.kv_heads, first.head_size], "window": SMOKE_WINDOW if smoke else WINDOW,
+            "prompt": prompt, "repeat": repeat, "rows": rows}  # fmt: skip
 
 
 def markdown(result: dict) -> str:
+    heads, kv_heads, head_size = result.get("heads", (8, 2, 64))
     lines = [
         "# Long generations: memory and step time per attention kind",
         "",
-        f"{result['layers']}-layer d=512 decoders (8/2 heads x 64, rotary), CPU EP, batch 1, {THREADS} threads, greedy, "
+        f"{result['layers']}-layer d={result.get('d_model', 512)} decoders ({heads}/{kv_heads} heads x {head_size}, rotary), CPU EP, batch 1, {THREADS} threads, greedy, "
         f"prompt {result['prompt']} tokens; each run in a fresh process after a warm-up generation, "
         f"{result['repeat']} runs per row (medians; the peak rise of every run in brackets). "
         "Peak rise: VmHWM during the generation minus VmRSS before it. Step times: median decode "
@@ -155,20 +165,20 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per row (fresh processes)")
-    parser.add_argument("--worker", nargs=2, metavar=("OUT", "NEW"))
-    args = parser.parse_args()
+    add_options(parser)
+    parser.add_argument("--repeat", type=int, default=None, help="runs per row (fresh processes) [3; --smoke: 1]")
+    parser.add_argument("--worker", nargs=3, metavar=("OUT", "NEW", "PROMPT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.worker[0], int(args.worker[1]))))
+        print(json.dumps(worker(args.worker[0], int(args.worker[1]), int(args.worker[2]))))
         return
-    result = run(args.quick, args.repeat)
-    stem = "decode_memory-quick" if args.quick else "decode_memory"
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"{stem}.md").write_text(markdown(result))
+    out = out_dir(args)
+    repeat = args.repeat or (1 if args.smoke else 3)
+    result = run(args.smoke, repeat, work_dir(args, out, "bench-decode-memory"))
+    result["command"] = command("decode_memory", *(["--smoke"] if args.smoke else []))
+    write(out, "decode_memory", result, markdown(result))
     print(markdown(result))
 
 

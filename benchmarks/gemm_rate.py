@@ -38,10 +38,10 @@ def matmul_integer_session(m: int, k: int, n: int, threads: int) -> tuple[ort.In
     return session, {"A": rng.integers(0, 256, (m, k), dtype=np.uint8)}
 
 
-def gemm_rates(threads: int = 2) -> list[dict]:
+def gemm_rates(threads: int = 2, shapes: tuple[tuple[int, int, int], ...] = SHAPES) -> list[dict]:
     """GOPS (2·M·K·N per call) of MatMulInteger at each shape, median of alternating blocks."""
     rows = []
-    for m, k, n in SHAPES:
+    for m, k, n in shapes:
         session, feeds = matmul_integer_session(m, k, n, threads)
         ms = block_medians({"gemm": lambda: session.run(None, feeds)}, rounds=3, block=20)["gemm"]
         rows.append({"m": m, "k": k, "n": n, "ms": round(ms, 4), "gops": round(2 * m * k * n / ms / 1e6, 1)})

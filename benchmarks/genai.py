@@ -18,7 +18,11 @@ other processes' share of the CPUs during each worker (from /proc/stat) is recor
 machine skews every figure (PyTorch eager's threads most of all). Models are cached under build/genai/ and rebuilt when
 their recipe (or fastattn's source) changes.
 
-    python -m benchmarks.genai [--quick] [--rebuild]   # writes benchmarks/results/genai.{json,md}
+    make genai-env && python -m benchmarks.genai [--rebuild]   # writes benchmarks/results/genai.{json,md}
+    python -m benchmarks.genai --smoke --out DIR    # tiny models, 4 new tokens, one round (benchmarks/record.py)
+
+The script runs ``make genai-env`` itself (a no-op once the environment is installed); ``--smoke``
+does not, and needs ``.venv-genai``.
 """
 
 from __future__ import annotations
@@ -33,14 +37,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks.genai_report import QUIET, markdown
 from benchmarks.genai_worker import prompts
 from benchmarks.machine import describe
+from benchmarks.record import BUILD, ROOT, add_options, command, out_dir, work_dir, write
 
-ROOT = Path(__file__).resolve().parents[1]
-CACHE = ROOT / "build" / "genai"
+CACHE = BUILD / "genai"
 MAIN_PY = Path(sys.executable)
 GENAI_PY = ROOT / ".venv-genai" / "bin" / "python"
 THREADS = 2
@@ -48,7 +53,30 @@ PROMPT, NEW, VOCAB = 32, 128, 32000
 # wait_quiet_s: before each row, wait up to this long for the other processes to go quiet
 # 4 rounds: this VM's memory-bound fp32 rows moved 313 -> 466 tokens/s between two quiet rounds
 FULL = {"prompts": 3, "runs": 3, "rounds": 4, "new": NEW, "wait_quiet_s": 120}
-QUICK = {"prompts": 1, "runs": 1, "rounds": 1, "new": 16, "wait_quiet_s": 0}
+SMOKE = {"prompts": 1, "runs": 1, "rounds": 1, "new": 4, "wait_quiet_s": 0}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The model shape both libraries are built at, and the prompt length."""
+
+    layers: int = 6
+    d_model: int = 512
+    heads: int = 8
+    ffn: int = 1536
+    vocab: int = VOCAB
+    prompt: int = PROMPT
+
+    def llama(self) -> dict:
+        """benchmarks/genai_llama.py's config overrides (none at the benchmark's own shape)."""
+        if self == Shape():
+            return {}
+        return {"vocab_size": self.vocab, "hidden_size": self.d_model, "intermediate_size": self.ffn,
+                "num_hidden_layers": self.layers, "num_attention_heads": self.heads, "num_key_value_heads": self.heads}  # fmt: skip
+
+
+# head size 16: --kv-buffer folds rotary into GQA for multiples of 16; the builder's int4 blocks are 32
+SMOKE_SHAPE = Shape(layers=1, d_model=64, heads=4, ffn=128, vocab=512, prompt=8)
 CONFIGS = (  # (name, runtime, precision, backend)
     ("pytorch-eager", "PyTorch eager", "fp32", "eager"),
     ("fastattn-fp32", "fastattn", "fp32", "fastattn"),
@@ -66,14 +94,14 @@ REFERENCE = {"fastattn-int8": "fastattn-fp32", "fastattn-int4": "fastattn-fp32",
              "genai-int4": "genai-fp32"}  # fmt: skip  # whose tokens each row is compared with
 
 
-def fastattn_config():
+def fastattn_config(shape: Shape = Shape()):
     from fastattn.models import LayerAttention, preset
     from fastattn.models.config import Activation, Norm, Positions
 
     return preset("default").replace(
-        name="llama-6x512", vocab_size=VOCAB, d_model=512, num_heads=8, kv_heads=8, ffn_dim=1536,
-        decoder_layers=(LayerAttention(),) * 6, norm=Norm.RMS, activation=Activation.SWIGLU,
-        positions=Positions.ROTARY, tie_embeddings=False, bias=False,
+        name=f"llama-{shape.layers}x{shape.d_model}", vocab_size=shape.vocab, d_model=shape.d_model,
+        num_heads=shape.heads, kv_heads=shape.heads, ffn_dim=shape.ffn, decoder_layers=(LayerAttention(),) * shape.layers,
+        norm=Norm.RMS, activation=Activation.SWIGLU, positions=Positions.ROTARY, tie_embeddings=False, bias=False,
     )  # fmt: skip
 
 
@@ -101,58 +129,93 @@ def cached(directory: Path, key: str, build: Callable[[Path], None], rebuild: bo
         return directory
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
-    print(f"building {directory.relative_to(ROOT)} ...", flush=True)
     build(directory)
     stamp.write_text(key)
     return directory
 
 
-def genai_env() -> None:
-    """The GenAI environment (make genai-env; a no-op once installed)."""
+def genai_env(smoke: bool) -> None:
+    """The GenAI environment (make genai-env; a no-op once installed). A smoke run only checks for it."""
+    if smoke:
+        if not GENAI_PY.is_file():
+            raise SystemExit(f"{GENAI_PY} is missing: run `make genai-env` first")
+        return
     subprocess.run(["make", "-s", "genai-env"], cwd=ROOT, check=True)
 
 
-def build_llama(directory: Path, prompt_ids: list[list[int]]) -> None:
-    subprocess.run([str(GENAI_PY), "-m", "benchmarks.genai_llama", str(directory.relative_to(ROOT)),
-                    "--prompts", json.dumps(prompt_ids[:1]), "--new", str(NEW)], cwd=ROOT, check=True)  # fmt: skip
+def build_llama(directory: Path, prompt_ids: list[list[int]], shape: Shape, new: int) -> None:
+    print(f"building {directory} ...", flush=True)
+    subprocess.run([str(GENAI_PY), "-m", "benchmarks.genai_llama", str(directory), "--prompts", json.dumps(prompt_ids[:1]),
+                    "--new", str(new), "--config", json.dumps(shape.llama())], cwd=ROOT, check=True)  # fmt: skip
 
 
-def build_fastattn(directory: Path) -> None:
-    """Random checkpoint (seed 0), fp32 export, int8 and int4 quantized from it (gated on random samples)."""
-    from fastattn.exporter.pipeline import ExportOptions, export
-    from fastattn.exporter.quantization import QuantizeStep
-    from fastattn.exporter.rework import requantize
-    from fastattn.models import build, save
+PARTS = ("fp32", "int8", "int4", "kv-fp32", "kv-int4")  # the exports of the fastattn rows
+
+
+def build_fastattn(directory: Path, shape: Shape = Shape(), parts: tuple[str, ...] = PARTS) -> None:
+    """Random checkpoint (seed 0), fp32 export, int8 and int4 quantized from it (gated on random samples),
+    the --kv-buffer fp32 export and int4 from it: those of ``parts`` (and what they are made from) not built yet."""
+    from fastattn.exporter.lowering.measure import ShapeCase
+    from fastattn.exporter.pipeline import ExportOptions, export, requantize
+    from fastattn.models import build, load, save
     from fastattn.quantize import Mode, QuantOptions
+    from fastattn.quantize.step import QuantizeStep
 
-    model = build(fastattn_config(), seed=0)
-    ckpt = save(model, directory / "model.pt")
-    fp32 = export(ckpt, ExportOptions(directory / "fp32", threads=THREADS)).output
-    for mode in (Mode.INT8, Mode.INT4):
-        requantize(fp32, QuantizeStep(QuantOptions(mode)), directory / mode.value, threads=THREADS)
-    kv = export(ckpt, ExportOptions(directory / "kv-fp32", threads=THREADS, kv_buffer=True)).output
-    requantize(kv, QuantizeStep(QuantOptions(Mode.INT4)), directory / "kv-int4", threads=THREADS)
+    # a smoke build times its lowering candidates once, at its own tiny shapes
+    measure = {} if shape == Shape() else {"repeats": 1, "profile": (ShapeCase("prefill", 1, shape.prompt),
+                                                                        ShapeCase("decode", 1, 1, past=shape.prompt))}  # fmt: skip
+    ckpt = directory / "model.pt"
+    if ckpt.is_file():
+        model = load(ckpt)
+    else:
+        model = build(fastattn_config(shape), seed=0)
+        save(model, ckpt)
+    wanted = set(parts)
+    if wanted & {"int8", "int4"}:
+        wanted.add("fp32")  # quantized from it
+    if "kv-int4" in wanted:
+        wanted.add("kv-fp32")
+    todo = [p for p in PARTS if p in wanted and not (directory / p / "fastattn.json").is_file()]
+    for part in todo:
+        out = directory / part
+        if part in ("fp32", "kv-fp32"):
+            export(ckpt, ExportOptions(out, threads=THREADS, kv_buffer=part == "kv-fp32", force=True, **measure))
+        else:
+            source = directory / ("kv-fp32" if part.startswith("kv-") else "fp32")
+            mode = Mode(part.removeprefix("kv-"))
+            requantize(source, QuantizeStep(QuantOptions(mode)), out, force=True, threads=THREADS)
     parameters = sum(p.numel() for p in model.parameters())
     biases = sum(p.numel() for name, p in model.named_parameters() if name.endswith(".bias"))
     info = {"config": model.config.to_dict(), "seed": 0, "parameters": parameters, "bias_parameters": biases}
     (directory / "info.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
-def build_fastattn_apart(directory: Path) -> None:
+def build_fastattn_apart(directory: Path, shape: Shape, parts: tuple[str, ...]) -> None:
     """:func:`build_fastattn` in a child process, so that this one stays small while it runs the workers."""
-    subprocess.run(
-        [str(MAIN_PY), "-m", "benchmarks.genai", "--build-fastattn", str(directory)], cwd=ROOT, check=True
-    )
+    subprocess.run([str(MAIN_PY), "-m", "benchmarks.genai", "--build-fastattn", str(directory),
+                    "--shape", json.dumps(asdict(shape)), "--parts", ",".join(parts)], cwd=ROOT, check=True)  # fmt: skip
 
 
-def build_all(prompt_ids: list[list[int]], rebuild: bool) -> tuple[Path, Path]:
-    genai_env()
-    llama = cached(CACHE / "llama", digest(ROOT / "benchmarks" / "genai_llama.py", ROOT / "constraints-genai.txt",
-                                           json.dumps(prompt_ids[:1])),
-                   lambda d: build_llama(d, prompt_ids), rebuild)  # fmt: skip
-    fastattn = cached(CACHE / "fastattn", digest(ROOT / "fastattn", json.dumps(fastattn_config().to_dict()), FASTATTN_RECIPE),
-                      build_fastattn_apart, rebuild)  # fmt: skip
-    return llama, fastattn
+def fastattn_models(cache: Path = CACHE, shape: Shape = Shape(), rebuild: bool = False,
+                    parts: tuple[str, ...] = PARTS) -> Path:  # fmt: skip
+    """The fastattn checkpoint and the exports ``parts`` in ``<cache>/fastattn``, built unless current
+    (a directory made from another recipe or another fastattn is rebuilt); no GenAI needed."""
+    key = digest(ROOT / "fastattn", json.dumps(fastattn_config(shape).to_dict()), FASTATTN_RECIPE)
+    directory = cached(cache / "fastattn", key, lambda d: None, rebuild)  # only clears a stale directory
+    if not (directory / "info.json").is_file() or any(not (directory / p / "fastattn.json").is_file() for p in parts):
+        print(f"building {directory} ({', '.join(parts)}) ...", flush=True)
+        build_fastattn_apart(directory, shape, parts)
+    return directory
+
+
+def build_all(prompt_ids: list[list[int]], rebuild: bool, cache: Path = CACHE, shape: Shape = Shape(),
+              new: int = NEW, smoke: bool = False) -> tuple[Path, Path]:  # fmt: skip
+    """The GenAI Llama (``<cache>/llama``) and the fastattn models (``<cache>/fastattn``), built unless current."""
+    genai_env(smoke)
+    key = digest(ROOT / "benchmarks" / "genai_llama.py", ROOT / "constraints-genai.txt", json.dumps(prompt_ids[:1]),
+                 json.dumps(shape.llama()), str(new))  # fmt: skip
+    llama = cached(cache / "llama", key, lambda d: build_llama(d, prompt_ids, shape, new), rebuild)
+    return llama, fastattn_models(cache, shape, rebuild)
 
 
 # -- running ------------------------------------------------------------------------------------
@@ -244,7 +307,7 @@ def quantization_figures(directory: Path) -> dict | None:
     q = json.loads((directory / "fastattn.json").read_text()).get("quantization")
     if q is None:
         return None
-    figures = {f"{name}_{k}": round(v, 5) for name, f in q["figures"].items() for k, v in f.items()}
+    figures = {f"{name}_{k}": round(v, 5) for name, f in q["figures"].items() for k, v in f.items() if v is not None}
     return {"gate": "passed" if q["passed"] else "FAILED", "data": q["data"], "kept_float": len(q["kept"]),
             "quantized_weights": len(q["quantized"]), "settings": q["settings"], **figures}  # fmt: skip
 
@@ -273,7 +336,7 @@ def summarise(name: str, runtime: str, precision: str, runs: list[dict], path: P
 
 
 def collect(paths: dict[str, Path], results: dict[str, list[dict]], llama: Path, fastattn: Path,
-            prompt_ids: list[list[int]], plan: dict) -> dict:  # fmt: skip
+            prompt_ids: list[list[int]], plan: dict, shape: Shape = Shape()) -> dict:  # fmt: skip
     rows = {name: summarise(name, rt, prec, results[name], paths[name]) for name, rt, prec, _ in CONFIGS}
     for name, ref in REFERENCE.items():
         rows[name]["agreement_with"] = ref
@@ -302,7 +365,7 @@ def collect(paths: dict[str, Path], results: dict[str, list[dict]], llama: Path,
     genai_versions = results["genai-fp32"][0]["versions"]
     return {
         "machine": describe(THREADS), "genai_env_versions": genai_versions,
-        "settings": {"batch": 1, "threads": THREADS, "prompt_tokens": PROMPT, **plan,
+        "settings": {"batch": 1, "threads": THREADS, "prompt_tokens": shape.prompt, **plan,
                      "prompt_ids_seed": 0, "prompt_ids": prompt_ids, "load_average_at_end": os.getloadavg()},
         "models": {"llama": {k: llama_info[k] for k in ("llama_config", "llama_parameters", "builds")},
                    "fastattn": json.loads((fastattn / "info.json").read_text())},
@@ -311,32 +374,29 @@ def collect(paths: dict[str, Path], results: dict[str, list[dict]], llama: Path,
     }  # fmt: skip
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="16 new tokens, 1 prompt, 1 run, 1 round; not recorded."
-    )
+    add_options(parser)
     parser.add_argument("--rebuild", action="store_true", help="Rebuild the cached checkpoints and exports.")
-    parser.add_argument(
-        "--build-fastattn", type=Path, help=argparse.SUPPRESS
-    )  # internal: build_fastattn_apart
-    args = parser.parse_args()
+    parser.add_argument("--workdir", type=Path, default=None, help="the models [build/genai]")
+    parser.add_argument("--build-fastattn", type=Path, help=argparse.SUPPRESS)  # internal: build_fastattn_apart
+    parser.add_argument("--shape", type=json.loads, default=None, help=argparse.SUPPRESS)  # with --build-fastattn
+    parser.add_argument("--parts", default=",".join(PARTS), help=argparse.SUPPRESS)  # with --build-fastattn
+    args = parser.parse_args(argv)
     if args.build_fastattn:
-        build_fastattn(args.build_fastattn)
+        build_fastattn(args.build_fastattn, Shape(**args.shape) if args.shape else Shape(), tuple(args.parts.split(",")))
         return
-    plan = QUICK if args.quick else FULL
-    prompt_ids = prompts(FULL["prompts"], PROMPT, VOCAB)
-    llama, fastattn = build_all(prompt_ids, args.rebuild)
+    out = out_dir(args)
+    plan, shape = (SMOKE, SMOKE_SHAPE) if args.smoke else (FULL, Shape())
+    cache = args.workdir or work_dir(args, out, "genai")
+    prompt_ids = prompts(FULL["prompts"], shape.prompt, shape.vocab)
+    llama, fastattn = build_all(prompt_ids, args.rebuild, cache, shape, plan["new"], args.smoke)
     paths = {"pytorch-eager": fastattn / "model.pt", "genai-fp32": llama / "fp32", "genai-int4": llama / "int4",
              **{f"fastattn-{p}": fastattn / p for p in ("fp32", "int8", "int4", "kv-fp32", "kv-int4")}}  # fmt: skip
     results = run_all(paths, prompt_ids[: plan["prompts"]], plan)
-    result = collect(paths, results, llama, fastattn, prompt_ids[: plan["prompts"]], plan)
-    if args.quick:
-        print(markdown(result))
-        return
-    out = Path(__file__).parent / "results"
-    (out / "genai.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "genai.md").write_text(markdown(result))
+    result = collect(paths, results, llama, fastattn, prompt_ids[: plan["prompts"]], plan, shape)
+    result["command"] = command("genai", *(["--smoke"] if args.smoke else []), setup="make genai-env")
+    write(out, "genai", result, markdown(result))
     print(markdown(result))
 
 

@@ -2,7 +2,7 @@
 
 Runs in ``.venv-genai`` (make genai-env), called by benchmarks/genai.py:
 
-    .venv-genai/bin/python -m benchmarks.genai_llama build/genai/llama --prompts '[[...]]'
+    .venv-genai/bin/python -m benchmarks.genai_llama build/genai/llama --prompts '[[...]]' [--config '{"hidden_size": 64}']
 
 writes into the directory
 
@@ -38,17 +38,17 @@ SPECIAL = ("<unk>", "<s>", "</s>")  # ids 0, 1, 2
 PRECISIONS = ("fp32", "int4")
 
 
-def checkpoint(directory: Path) -> int:
+def checkpoint(directory: Path, llama: dict) -> int:
     """Save the random Llama and its tokenizer; the parameter count."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     torch.manual_seed(SEED)
-    model = LlamaForCausalLM(LlamaConfig(**LLAMA)).eval()
+    model = LlamaForCausalLM(LlamaConfig(**llama)).eval()
     model.save_pretrained(directory)
     vocab = {token: i for i, token in enumerate(SPECIAL)}
-    vocab.update({f"t{i}": i for i in range(len(SPECIAL), LLAMA["vocab_size"])})
+    vocab.update({f"t{i}": i for i in range(len(SPECIAL), llama["vocab_size"])})
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     fast = PreTrainedTokenizerFast(
@@ -121,10 +121,12 @@ def main() -> None:
         "--prompts", required=True, help="JSON list of token-id lists; the first gets reference tokens"
     )
     parser.add_argument("--new", type=int, default=128)
+    parser.add_argument("--config", type=json.loads, default={}, help="JSON: LlamaConfig values that differ from LLAMA")
     args = parser.parse_args()
     root = args.directory
     ckpt = root / "checkpoint"
-    info = {"llama_config": LLAMA, "seed": SEED, "llama_parameters": checkpoint(ckpt), "builds": {}}
+    llama = {**LLAMA, **args.config}
+    info = {"llama_config": llama, "seed": SEED, "llama_parameters": checkpoint(ckpt, llama), "builds": {}}
     for precision in PRECISIONS:
         command = build(ckpt, root / precision, precision, root / f"builder-{precision}.log")
         info["builds"][precision] = {

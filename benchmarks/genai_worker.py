@@ -105,8 +105,8 @@ def fastattn(path: str, new: int, threads: int) -> Generate:
     def run(prompt: list[int]) -> tuple[list[int], float, float, float]:
         marks: list[float] = []
         start = time.perf_counter()
-        result = model.generate(
-            prompt, max_new_tokens=new, on_step=lambda step, _: marks.append(time.perf_counter())
+        result = model.generate(  # no stop ids: a Hugging Face export would stop at its EOS id
+            prompt, max_new_tokens=new, stop_ids=[], on_step=lambda step, _: marks.append(time.perf_counter())
         )
         end = time.perf_counter()
         if result.finish != ["length"]:

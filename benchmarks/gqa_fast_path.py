@@ -18,11 +18,16 @@ Rows: today's export (mha path) plain; GQA + guard dropped, plain and shared; + 
 plain and shared. The fp32 transformed graph is checked against the export (logits at prefill
 and one decode step) and shared against plain decoding (the same greedy tokens).
 
-    python -m benchmarks.gqa_fast_path      # after benchmarks.genai built build/genai/; -> results/gqa_fast_path.*
+    python -m benchmarks.gqa_fast_path      # -> benchmarks/results/gqa_fast_path.{json,md}
+    python -m benchmarks.gqa_fast_path --smoke --out DIR    # a tiny model (benchmarks/record.py)
+
+The checkpoint and the exports of "today" are benchmarks/genai.py's (build/genai/fastattn/: built
+here when missing, the same way; the GenAI environment is not needed).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -32,29 +37,25 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
+from benchmarks.genai import SMOKE_SHAPE, Shape, fastattn_models
 from benchmarks.machine import describe
+from benchmarks.record import add_options, command, out_dir, work_dir, write
 
-ROOT = Path(__file__).resolve().parents[1]
-SOURCE = ROOT / "build" / "genai" / "fastattn"
-WORK = ROOT / "build" / "gqa-fast-path"
-RESULTS = Path(__file__).parent / "results"
-THREADS, PROMPT, NEW, ROUNDS, VOCAB = 2, 32, 128, 4, 32000
+THREADS, NEW, ROUNDS = 2, 128, 4
+SMOKE_NEW, SMOKE_ROUNDS = 4, 1
 
 
 # -- building ---------------------------------------------------------------------------------------
 
 
-def export_gqa() -> dict[str, Path]:
+def export_gqa(source: Path, work: Path) -> dict[str, Path]:
     """fp32 and int4 exports of the GenAI benchmark's fastattn checkpoint, attention lowered to GQA."""
-    from fastattn.exporter.pipeline import ExportOptions, export
-    from fastattn.exporter.quantization import QuantizeStep
-    from fastattn.exporter.rework import requantize
+    from fastattn.exporter.pipeline import ExportOptions, export, requantize
     from fastattn.quantize import Mode, QuantOptions
+    from fastattn.quantize.step import QuantizeStep
 
-    ckpt = SOURCE / "model.pt"
-    if not ckpt.is_file():
-        raise SystemExit(f"{ckpt} is missing: run `python -m benchmarks.genai` first (it builds the checkpoint)")
-    out = {"fp32": WORK / "gqa-fp32", "int4": WORK / "gqa-int4"}
+    ckpt = source / "model.pt"
+    out = {"fp32": work / "gqa-fp32", "int4": work / "gqa-int4"}
     if not (out["fp32"] / "fastattn.json").is_file():
         export(ckpt, ExportOptions(out["fp32"], force=True, threads=THREADS, only="gqa"))
     if not (out["int4"] / "fastattn.json").is_file():
@@ -136,7 +137,7 @@ def _drop_dead(graph: onnx.GraphProto) -> None:
 
 
 def transformed(export: Path, fold: bool) -> Path:
-    out = WORK / f"{export.name}-{'folded' if fold else 'unguarded'}.onnx"
+    out = export.parent / f"{export.name}-{'folded' if fold else 'unguarded'}.onnx"
     if not out.is_file():
         model = onnx.load(export / "model.onnx")
         config = json.loads((export / "fastattn.json").read_text())["config"]
@@ -230,15 +231,16 @@ def logits_error(a: Path, b: Path, manifest: dict, prompt: list[int]) -> float:
     return worst
 
 
-def run() -> dict:
+def run(source: Path, work: Path, prompt_tokens: int, new: int, rounds: int) -> dict:
     from benchmarks.genai_worker import prompts
 
-    exports = export_gqa()
-    prompt = prompts(1, PROMPT, VOCAB)[0]
+    exports = export_gqa(source, work)
+    config = json.loads((source / "fp32" / "fastattn.json").read_text())["config"]
+    prompt = prompts(1, prompt_tokens, config["vocab_size"])[0]
     rows, checks = [], {}
     for precision, gqa in exports.items():
         manifest = json.loads((gqa / "fastattn.json").read_text())
-        today = SOURCE / precision
+        today = source / precision
         graphs = {
             "today (mha path), plain": (today / "model.onnx", json.loads((today / "fastattn.json").read_text()), False),
             "GQA, guard dropped, plain": (transformed(gqa, False), manifest, False),
@@ -251,10 +253,10 @@ def run() -> dict:
         tokens = {}
         for name, decoder in decoders.items():
             tokens[name] = decoder.generate(prompt, 8, graphs[name][2])[0]  # warm-up
-        for round_ in range(ROUNDS):
+        for round_ in range(rounds):
             order = list(graphs) if round_ % 2 == 0 else list(reversed(graphs))
             for name in order:
-                tokens[name], ms = decoders[name].generate(prompt, NEW, graphs[name][2])
+                tokens[name], ms = decoders[name].generate(prompt, new, graphs[name][2])
                 times[name].append(ms)
         for name in graphs:
             rows.append({"precision": precision, "path": name, "decode_ms": float(np.median(times[name])),
@@ -264,14 +266,15 @@ def run() -> dict:
             "shared_tokens_equal_plain": tokens["GQA + rotary folded, shared buffer"] == tokens["GQA + rotary folded, plain"],
             "folded_vs_export_max_logits_error": logits_error(gqa / "model.onnx", folded, manifest, prompt),
         }
-    return {"machine": describe(THREADS), "prompt": PROMPT, "new": NEW, "rounds": ROUNDS, "rows": rows, "checks": checks}
+    return {"machine": describe(THREADS), "shape": f"{len(config['decoder_layers'])}x{config['d_model']}",
+            "prompt": prompt_tokens, "new": new, "rounds": rounds, "rows": rows, "checks": checks}  # fmt: skip
 
 
 def markdown(result: dict) -> str:
     lines = [
         "# GenAI's decode path rebuilt from a fastattn export, step by step (what --kv-buffer builds)",
         "",
-        f"6x512 Llama shape of genai.md, batch 1, {THREADS} threads, prompt {result['prompt']} + {result['new']} greedy "
+        f"{result.get('shape', '6x512')} Llama shape of genai.md, batch 1, {THREADS} threads, prompt {result['prompt']} + {result['new']} greedy "
         f"tokens, one Python IOBinding loop for every row; median decode step per round, {result['rounds']} "
         "alternating rounds in one process. See the module doc of benchmarks/gqa_fast_path.py for each path.",
         "",
@@ -286,16 +289,24 @@ def markdown(result: dict) -> str:
         lines.append(f"- {precision}: shared-buffer tokens equal plain: {c['shared_tokens_equal_plain']}; folded graph "
                      f"vs export, largest logits difference (prefill + one step): {c['folded_vs_export_max_logits_error']:.2e}")  # fmt: skip
     m = result["machine"]
-    lines += ["", f"Machine: {m.get('cpu', '?')}, {THREADS} threads; onnxruntime {ort.__version__}."]
+    lines += ["", f"Machine: {m.get('cpu', '?')}, {THREADS} threads; onnxruntime {m['versions'].get('onnxruntime', ort.__version__)}."]
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    WORK.mkdir(parents=True, exist_ok=True)
-    result = run()
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "gqa_fast_path.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "gqa_fast_path.md").write_text(markdown(result))
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_options(parser)
+    parser.add_argument("--workdir", type=Path, default=None, help="the models of benchmarks/genai.py [build/genai]")
+    args = parser.parse_args(argv)
+    out = out_dir(args)
+    shape, new, rounds = (SMOKE_SHAPE, SMOKE_NEW, SMOKE_ROUNDS) if args.smoke else (Shape(), NEW, ROUNDS)
+    cache = args.workdir or work_dir(args, out, "genai")
+    # the checkpoint and exports benchmarks.genai builds (a no-op when it ran first)
+    source = fastattn_models(cache, shape, parts=("fp32", "int4"))
+    work = work_dir(args, out, "gqa-fast-path")
+    result = run(source, work, shape.prompt, new, rounds)
+    result["command"] = command("gqa_fast_path", *(["--smoke"] if args.smoke else []))
+    write(out, "gqa_fast_path", result, markdown(result))
     print(markdown(result))
 
 

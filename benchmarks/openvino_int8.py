@@ -27,7 +27,7 @@ from benchmarks.providers import checkpoint, is_current
 from fastattn.bench import Plan, Settings, bench
 from fastattn.bench.plan import default_threads
 from fastattn.bench.table import about, markdown
-from fastattn.exporter.lowering.target import Target
+from fastattn.targets import Target
 from fastattn.exporter.pipeline import ExportOptions, export
 from fastattn.exporter.quantization import QuantizeStep
 from fastattn.models import preset

@@ -10,7 +10,8 @@
 Every quantized model went through fastattn's accuracy gate; its figures come from the
 manifest. Training is cached (``fastattn.train.cache``), so a second run only measures.
 
-    python -m benchmarks.quantization [--quick]   # writes benchmarks/results/quantization.{json,md}
+    python -m benchmarks.quantization     # writes benchmarks/results/quantization.{json,md}
+    python -m benchmarks.quantization --smoke --out DIR    # tiny models, tiny training (benchmarks/record.py)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,16 +27,19 @@ import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper
 
-from benchmarks.gemm_rate import gemm_rates
+from benchmarks.gemm_rate import SHAPES, gemm_rates
 from benchmarks.machine import describe
+from benchmarks.record import add_options, command, out_dir, smoke_cache, work_dir, write
 from benchmarks.timing import block_medians
-from fastattn.exporter.pipeline import ExportOptions, export
-from fastattn.exporter.quantization import QuantizeStep
-from fastattn.exporter.rework import requantize
+from fastattn.exporter.lowering.measure import ShapeCase
+from fastattn.exporter.pipeline import ExportOptions, export, requantize
 from fastattn.models import LayerAttention, ModelConfig, checkpoint, preset
 from fastattn.quantize import Mode, QuantOptions
+from fastattn.quantize.gates import Gate
+from fastattn.quantize.step import QuantizeStep
 from fastattn.runtime import load
 from fastattn.train.cache import trained
+from fastattn.train.trainer import TrainOptions
 
 THREADS = 2
 # The configs and recipes of the cached reference models (fastattn.train.cache).
@@ -47,6 +52,36 @@ DECODER = preset("default").replace(
 )
 ENCODER_TRAINING = {"steps": 300, "batch": 16, "seq": 128}
 DECODER_TRAINING = {"steps": 180, "batch": 8, "seq": 256}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The models, their training, the sizes measured, and the exports' lowering measurement."""
+
+    encoder: ModelConfig = ENCODER
+    decoder: ModelConfig = DECODER
+    encoder_training: dict = field(default_factory=lambda: ENCODER_TRAINING)
+    decoder_training: dict = field(default_factory=lambda: DECODER_TRAINING)
+    sequences: tuple[int, ...] = (128, 512)
+    prompt: int = 128
+    rounds: int = 7
+    gemm_shapes: tuple[tuple[int, int, int], ...] = SHAPES
+    export: dict = field(default_factory=dict)  # ExportOptions: lowering profile and repeats
+    gate: Gate | None = None  # None: each mode's own gate
+
+
+# Tiny models trained for a few steps: the gates are relaxed, as they would judge noise.
+SMOKE_TRAINING = {"steps": 8, "batch": 4, "seq": 32, "options": TrainOptions(eval_samples=8, log_every=1000)}
+SMOKE = Recipe(
+    encoder=ENCODER.replace(name="encoder-smoke", d_model=32, num_heads=4, kv_heads=4, ffn_dim=64,
+                            encoder_layers=(LayerAttention(),), max_positions=64),
+    decoder=DECODER.replace(name="lm-smoke", d_model=32, num_heads=4, kv_heads=2, ffn_dim=64,
+                            decoder_layers=(LayerAttention(),)),
+    encoder_training=SMOKE_TRAINING, decoder_training=SMOKE_TRAINING, sequences=(32,), prompt=16, rounds=1,
+    gemm_shapes=((32, 32, 64),),
+    export={"repeats": 1, "profile": (ShapeCase("prefill", 1, 32), ShapeCase("decode", 1, 1, past=32))},
+    gate=Gate(max_ppl_increase=1.0, min_cosine=0.0, max_accuracy_drop=1.0),
+)  # fmt: skip
 
 
 def session(directory: Path) -> ort.InferenceSession:
@@ -78,16 +113,18 @@ def encoder_gemms(cfg: ModelConfig, sequence: int) -> tuple[ort.InferenceSession
     return sess, feeds, ops
 
 
-def exports(ckpt: Path, root: Path, modes: tuple[Mode, ...]) -> dict[str, Path]:
+def exports(ckpt: Path, root: Path, modes: tuple[Mode, ...], recipe: Recipe) -> dict[str, Path]:
     """fp32 export, then each mode quantized from it (gated on the checkpoint's held-out data)."""
-    fp32 = export(ckpt, ExportOptions(root / "fp32", threads=THREADS)).output
+    fp32 = export(ckpt, ExportOptions(root / "fp32", threads=THREADS, **recipe.export)).output
     out = {"fp32": fp32}
     for mode in modes:
-        out[mode.value] = requantize(fp32, QuantizeStep(QuantOptions(mode)), root / mode.value, threads=THREADS).output
+        step = QuantizeStep(QuantOptions(mode), gate=recipe.gate)
+        out[mode.value] = requantize(fp32, step, root / mode.value, threads=THREADS).output
     return out
 
 
 def figures(directory: Path) -> dict:
+    """Size, and what the manifest records about the quantization (figures the task has, not its nulls)."""
     manifest = json.loads((directory / "fastattn.json").read_text())
     size = sum(p.stat().st_size for p in directory.glob("*.onnx*"))
     q = manifest.get("quantization")
@@ -95,17 +132,18 @@ def figures(directory: Path) -> dict:
         return {"size_mb": round(size / 1e6, 2)}
     return {"size_mb": round(size / 1e6, 2), "gate": "passed" if q["passed"] else "FAILED", "data": q["data"],
             "settings": q["settings"], "kept_float": len(q["kept"]),
-            **{f"{name}_{k}": round(v, 5) for name, f in q["figures"].items() for k, v in f.items()}}  # fmt: skip
+            **{f"{name}_{k}": round(v, 5) for name, f in q["figures"].items() for k, v in f.items() if v is not None}}  # fmt: skip
 
 
-def bench_encoder(root: Path, sequences: tuple[int, ...], rounds: int) -> dict:
-    ckpt = trained("classifier", ENCODER, **ENCODER_TRAINING)
+def bench_encoder(root: Path, recipe: Recipe) -> dict:
+    cfg, rounds = recipe.encoder, recipe.rounds
+    ckpt = trained("classifier", cfg, **recipe.encoder_training)
     model = checkpoint.load(ckpt)
-    dirs = exports(ckpt, root / "encoder", (Mode.INT8, Mode.INT8_STATIC))
+    dirs = exports(ckpt, root / "encoder", (Mode.INT8, Mode.INT8_STATIC), recipe)
     sessions = {name: session(d) for name, d in dirs.items()}
     rows = []
-    for S in sequences:
-        ids = torch.randint(0, ENCODER.vocab_size, (1, S))
+    for S in recipe.sequences:
+        ids = torch.randint(0, cfg.vocab_size, (1, S))
         mask = torch.ones(1, S, dtype=torch.long)
         feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
 
@@ -113,7 +151,7 @@ def bench_encoder(root: Path, sequences: tuple[int, ...], rounds: int) -> dict:
             with torch.inference_mode():
                 model(ids, mask)
 
-        gemm, gemm_feeds, ops = encoder_gemms(ENCODER, S)
+        gemm, gemm_feeds, ops = encoder_gemms(cfg, S)
         contenders = {"pytorch_eager": eager, **{n: (lambda s=s: s.run(None, feeds)) for n, s in sessions.items()},
                       "gemms_alone": lambda: gemm.run(None, gemm_feeds)}  # fmt: skip
         ms = block_medians(contenders, rounds=rounds)
@@ -124,16 +162,21 @@ def bench_encoder(root: Path, sequences: tuple[int, ...], rounds: int) -> dict:
         row["int8_gemm_gops"] = round(ops / ms["int8"] / 1e6, 1)
         rows.append(row)
         print(row)
-    return {"config": ENCODER.to_dict(), "training": ENCODER_TRAINING, "rows": rows,
+    return {"config": cfg.to_dict(), "training": _training(recipe.encoder_training), "rows": rows,
             "models": {name: figures(d) for name, d in dirs.items()}}  # fmt: skip
 
 
-def bench_decoder(root: Path, prompt: int, rounds: int) -> dict:
-    ckpt = trained("lm", DECODER, **DECODER_TRAINING)
+def _training(recipe: dict) -> dict:
+    return {k: v for k, v in recipe.items() if k != "options"}
+
+
+def bench_decoder(root: Path, recipe: Recipe) -> dict:
+    cfg, prompt, rounds = recipe.decoder, recipe.prompt, recipe.rounds
+    ckpt = trained("lm", cfg, **recipe.decoder_training)
     model = checkpoint.load(ckpt)
-    dirs = exports(ckpt, root / "decoder", (Mode.INT8, Mode.INT4))
+    dirs = exports(ckpt, root / "decoder", (Mode.INT8, Mode.INT4), recipe)
     sessions = {name: session(d) for name, d in dirs.items()}
-    cfg, layers = DECODER, len(DECODER.decoder_layers)
+    layers = len(cfg.decoder_layers)
     ids = torch.randint(0, cfg.vocab_size, (1, prompt))
     empty = np.zeros((1, cfg.kv_heads, 0, cfg.head_size), np.float32)
     prefill = {"input_ids": ids.numpy(), "attention_mask": np.ones((1, prompt), np.int64),
@@ -159,12 +202,13 @@ def bench_decoder(root: Path, prompt: int, rounds: int) -> dict:
         contenders = {"pytorch_eager": eager, **{n: (lambda s=s, f=feeds: s.run(None, f)) for n, s in sessions.items()}}
         result[phase] = {k: round(v, 3) for k, v in block_medians(contenders, rounds=rounds).items()}
         print(phase, result[phase])
-    return {"config": cfg.to_dict(), "training": DECODER_TRAINING, "prompt": prompt, "ms": result,
+    return {"config": cfg.to_dict(), "training": _training(recipe.decoder_training), "prompt": prompt, "ms": result,
             "models": {name: figures(d) for name, d in dirs.items()}}  # fmt: skip
 
 
 def markdown(result: dict) -> str:
     enc, dec, machine = result["encoder"], result["decoder"], result["machine"]
+    ec, dc = enc["config"], dec["config"]
     peak = max(r["gops"] for r in result["gemm"])
     shapes = ", ".join(f"{r['m']}x{r['k']}x{r['n']} {r['gops']:.0f}" for r in result["gemm"])
     lines = [
@@ -175,7 +219,8 @@ def markdown(result: dict) -> str:
         "",
         f"u8 x s8 GEMM rate (one MatMulInteger, same run): best {peak:.0f} GOPS ({shapes}).",
         "",
-        "## Encoder: 6 layers, d=384, 12 heads, classifier (stdlib package of a snippet)",
+        f"## Encoder: {len(ec['encoder_layers'])} layers, d={ec['d_model']}, {ec['num_heads']} heads, classifier "
+        "(stdlib package of a snippet)",
         "",
         "| model | size MB | accuracy | fp32 accuracy, same data | top-1 agreement | cosine vs float | gate | data |",
         "|---|---|---|---|---|---|---|---|",
@@ -195,10 +240,11 @@ def markdown(result: dict) -> str:
             f"{r['int8_gemm_gops'] / r['gemm_gops_alone']:.0%} |"
         )
     lines += ["", "Targets: int8 >= 6x PyTorch eager at S=128; int8 throughput >= 60% of the GEMM rate. "
-              "'GEMMs alone' runs the model's 24 weight GEMMs as bare MatMulIntegers in the same rounds; "
+              f"'GEMMs alone' runs the model's {4 * len(ec['encoder_layers'])} weight GEMMs as bare MatMulIntegers in the same rounds; "
               "'model GOPS' divides the same int8 work by the whole model's time, so every non-GEMM op "
               "(attention, norms, GELU, activation quantization) counts against it.", "",
-              "## Decoder LM: 6 layers, d=512, 8 heads (2 KV heads), byte-level", "",
+              f"## Decoder LM: {len(dc['decoder_layers'])} layers, d={dc['d_model']}, {dc['num_heads']} heads "
+              f"({dc['kv_heads']} KV heads), byte-level", "",
               f"Prefill {dec['prompt']} tokens; decode one token onto a {dec['prompt']}-token cache.", "",
               "| model | size MB | perplexity | vs fp32 | prefill ms | decode ms/token | tokens/s |",
               "|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -217,26 +263,21 @@ def _pct(x) -> str:
     return f"{x:.2%}" if isinstance(x, float) else "-"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="Fewer rounds, S=128 only; results not recorded.")
-    args = parser.parse_args()
+    add_options(parser)
+    args = parser.parse_args(argv)
+    out = out_dir(args)
+    recipe = SMOKE if args.smoke else Recipe()
+    if args.smoke:
+        smoke_cache(work_dir(args, out, "quantization"))
     torch.set_num_threads(THREADS)
-    rounds = 3 if args.quick else 7
     with tempfile.TemporaryDirectory() as tmp:
-        result = {"machine": describe(THREADS), "gemm": gemm_rates(THREADS)}
-        result["encoder"] = bench_encoder(Path(tmp), (128,) if args.quick else (128, 512), rounds)
-        result["decoder"] = bench_decoder(Path(tmp), 128, rounds)
-    if args.quick:
-        print(markdown(result))
-        return
-    write(result)
-
-
-def write(result: dict) -> None:
-    out = Path(__file__).parent / "results"
-    (out / "quantization.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "quantization.md").write_text(markdown(result))
+        result = {"machine": describe(THREADS), "gemm": gemm_rates(THREADS, recipe.gemm_shapes)}
+        result["encoder"] = bench_encoder(Path(tmp), recipe)
+        result["decoder"] = bench_decoder(Path(tmp), recipe)
+    result["command"] = command("quantization", *(["--smoke"] if args.smoke else []))
+    write(out, "quantization", result, markdown(result))
     print(markdown(result))
 
 

@@ -3,58 +3,73 @@
 The reference is what fastattn validates and benchmarks against, so it must not pay for
 keys a window excludes. One run, side by side, prefill of one sequence:
 
-    python benchmarks/reference_kernels.py     # writes benchmarks/results/reference_kernels.{json,md}
+    python -m benchmarks.reference_kernels     # writes benchmarks/results/reference_kernels.{json,md}
+    python -m benchmarks.reference_kernels --smoke --out DIR     # tiny sizes (benchmarks/record.py)
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import statistics
 import time
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 
 from benchmarks.machine import describe
+from benchmarks.record import add_options, command, out_dir, write
 from fastattn.attention.kernels import attend
 from fastattn.attention.spec import AttentionSpec
 
-THREADS, HEADS, HEAD_SIZE, WINDOW, REPEATS = 2, 8, 64, 256, 5
-SEQUENCES = (2048, 4096, 8192, 16384)
+THREADS = 2
 
 
-def median_ms(fn) -> float:
+@dataclass(frozen=True)
+class Sizes:
+    heads: int = 8
+    head_size: int = 64
+    window: int = 256
+    repeats: int = 5
+    sequences: tuple[int, ...] = (2048, 4096, 8192, 16384)
+
+
+SMOKE = Sizes(heads=2, head_size=16, window=16, repeats=1, sequences=(64, 128))
+
+
+def median_ms(fn, repeats: int) -> float:
     fn()
     times = []
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
 
 
-def main() -> None:
+def run(sizes: Sizes) -> dict:
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
+    heads, window = sizes.heads, sizes.window
     rows = []
-    for S in SEQUENCES:
-        q, k, v = (torch.randn(1, HEADS, S, HEAD_SIZE) for _ in range(3))
+    for S in sizes.sequences:
+        q, k, v = (torch.randn(1, heads, S, sizes.head_size) for _ in range(3))
         with torch.no_grad():
-            sliding = median_ms(lambda: attend(q, k, v, AttentionSpec(HEADS, HEADS, True, WINDOW)))
-            causal = median_ms(lambda: attend(q, k, v, AttentionSpec(HEADS, HEADS, True)))
+            sliding = median_ms(lambda: attend(q, k, v, AttentionSpec(heads, heads, True, window)), sizes.repeats)
+            causal = median_ms(lambda: attend(q, k, v, AttentionSpec(heads, heads, True)), sizes.repeats)
         rows.append({"sequence": S, "sliding_ms": round(sliding, 1), "full_causal_ms": round(causal, 1),
                      "full_over_sliding": round(causal / sliding, 2)})  # fmt: skip
         print(rows[-1])
-    result = {"machine": describe(THREADS), "heads": HEADS, "head_size": HEAD_SIZE, "window": WINDOW,
-              "repeats": REPEATS, "statistic": "median", "rows": rows}  # fmt: skip
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "reference_kernels.json").write_text(json.dumps(result, indent=2) + "\n")
+    return {"machine": describe(THREADS), "heads": heads, "head_size": sizes.head_size, "window": window,
+            "repeats": sizes.repeats, "statistic": "median", "rows": rows}  # fmt: skip
+
+
+def markdown(result: dict) -> str:
+    rows = result["rows"]
     lines = [
         "# PyTorch reference kernels: sliding window vs full causal",
         "",
         f"{result['machine']['cpu']}, {THREADS} threads, torch {result['machine']['versions']['torch']}; "
-        f"batch 1, {HEADS} heads x {HEAD_SIZE}, window {WINDOW}, median of {REPEATS}.",
+        f"batch 1, {result['heads']} heads x {result['head_size']}, window {result['window']}, median of {result['repeats']}.",
         "",
         "| S | sliding (ms) | full causal (ms) | full / sliding | sliding(S) / sliding(S/2) |",
         "|---|---|---|---|---|",
@@ -62,7 +77,17 @@ def main() -> None:
     for i, r in enumerate(rows):
         growth = f"{r['sliding_ms'] / rows[i - 1]['sliding_ms']:.2f}" if i else "-"
         lines.append(f"| {r['sequence']} | {r['sliding_ms']} | {r['full_causal_ms']} | {r['full_over_sliding']} | {growth} |")
-    (out / "reference_kernels.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_options(parser)
+    args = parser.parse_args(argv)
+    out = out_dir(args)
+    result = run(SMOKE if args.smoke else Sizes())
+    result["command"] = command("reference_kernels", *(["--smoke"] if args.smoke else []))
+    write(out, "reference_kernels", result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -42,5 +42,19 @@ class ValidationFailed(FastAttnError):
     exit_code = 3
 
 
+class RunError(FastAttnError):
+    """ONNX Runtime failed while running a graph on valid inputs (out of memory, a provider's kernel)."""
+
+
 class ProviderError(FastAttnError):
     """An execution provider was asked for that is unknown or not installed."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived. It unwinds like Ctrl-C, so ``with`` blocks remove what they staged;
+    the CLI then exits with ``128 + signal`` (130 for Ctrl-C) and one line, no traceback."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+        self.exit_code = 128 + signum

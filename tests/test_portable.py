@@ -8,8 +8,8 @@ import textwrap
 
 import numpy as np
 
-from fastattn.exporter.model_graphs import model_graphs
 from fastattn.exporter.validate import torch_runner
+from fastattn.families.fastattn.graphs import model_graphs
 from fastattn.models import load
 
 SCRIPT = textwrap.dedent(

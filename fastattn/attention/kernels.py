@@ -119,7 +119,9 @@ def _blocked(q, k, v, spec, key_mask, scale):
         if key_mask is not None:
             gmask = gmask & key_mask[:, None, None, :G]
         mask = torch.cat([gmask, mask], -1)
-        glob = lambda x: x[:, None, :, :G].expand(B, nb, Hkv, G, x.shape[-1]).reshape(B * nb, Hkv, G, x.shape[-1])
+        def glob(x: torch.Tensor) -> torch.Tensor:  # the G global keys (values) beside every block
+            return x[:, None, :, :G].expand(B, nb, Hkv, G, x.shape[-1]).reshape(B * nb, Hkv, G, x.shape[-1])
+
         kb, vb = torch.cat([glob(k), kb], 2), torch.cat([glob(v), vb], 2)
     mask = mask.reshape(B * nb, 1, W, mask.shape[-1])
     out = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, scale=scale, enable_gqa=spec.group_size > 1)

@@ -24,6 +24,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from enum import StrEnum
+
+
+class AttentionKind(StrEnum):
+    """Which keys a query sees, in short (reports, manifests, lowering rules)."""
+
+    FULL = "full"
+    CAUSAL = "causal"
+    SLIDING = "sliding"
+    GLOBAL_LOCAL = "global_local"
+    HIERARCHICAL = "hierarchical"
 
 
 @dataclass(frozen=True)
@@ -56,15 +67,15 @@ class AttentionSpec:
         return self.num_heads // self.kv_num_heads
 
     @property
-    def kind(self) -> str:
-        """A short human name: full, causal, sliding, global_local, hierarchical."""
+    def kind(self) -> AttentionKind:
+        """Full, causal, sliding, global+local or hierarchical."""
         if self.block:
-            return "hierarchical"
+            return AttentionKind.HIERARCHICAL
         if self.global_tokens:
-            return "global_local"
+            return AttentionKind.GLOBAL_LOCAL
         if self.window:
-            return "sliding"
-        return "causal" if self.causal else "full"
+            return AttentionKind.SLIDING
+        return AttentionKind.CAUSAL if self.causal else AttentionKind.FULL
 
     @property
     def cache_limit(self) -> int:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 import platform
-from importlib import metadata
+
+from fastattn.versions import installed
 
 DISTRIBUTIONS = ("fastattn", "torch", "onnx", "onnxruntime", "onnxscript", "numpy", "matplotlib")
 
@@ -52,13 +53,7 @@ def memory_gb() -> float | None:
 
 def versions() -> dict[str, str]:
     """Installed versions of what shapes a measurement, in this environment (no imports)."""
-    found = {"python": platform.python_version()}
-    for dist in DISTRIBUTIONS:
-        try:
-            found[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
+    return installed(DISTRIBUTIONS)
 
 
 def describe(threads: int) -> dict:

@@ -47,7 +47,7 @@ import onnxruntime as ort
 from fastattn.bench.plan import Job, ProviderChoice, Settings
 from fastattn.bench.records import Phase, Row
 from fastattn.errors import InputError, ProviderError
-from fastattn.runtime.manifest import GraphEntry, Manifest
+from fastattn.runtime.manifest import Arch, GraphEntry, Manifest
 from fastattn.runtime.session import ExportedModel, GraphSession, graph_dims, sample_graph
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ def phase_plan(manifest: Manifest, decode_steps: int) -> list[PhaseSpec]:
     cached = next((g for g in manifest.graphs if g.cache), None)
     phases = []
     if not first.cache:
-        phases.append(PhaseSpec("encode" if manifest.arch in ("encoder", "encoder_decoder") else "run", first))
+        phases.append(PhaseSpec("encode" if manifest.arch in (Arch.ENCODER, Arch.ENCODER_DECODER) else "run", first))
     if cached is not None:
         phases.append(PhaseSpec("prefill", cached))
         if decode_steps:
@@ -164,15 +164,9 @@ def phase_plan(manifest: Manifest, decode_steps: int) -> list[PhaseSpec]:
     return phases
 
 
-def max_length(manifest: Manifest) -> int | None:
-    """The longest sequence (cache included) the model takes: learned positions have a table."""
-    config = manifest.config or {}
-    return config.get("max_positions") if config.get("positions") == "learned" else None
-
-
 def check_length(manifest: Manifest, label: str, sequence: int, decode_steps: int) -> None:
     """An InputError when ``sequence`` (plus decode steps for a cached graph) exceeds the positions."""
-    limit = max_length(manifest)
+    limit = manifest.max_length
     if limit is None:
         return
     steps = decode_steps if any(g.cache for g in manifest.graphs) else 0
@@ -181,7 +175,7 @@ def check_length(manifest: Manifest, label: str, sequence: int, decode_steps: in
         fix = f"pass sequence lengths up to {limit - steps}" + (" or fewer --decode-steps" if steps else "")
         raise InputError(
             f"sequence length {sequence}{extra} is longer than {label} takes "
-            f"({limit} learned positions, max_positions in its fastattn.json)",
+            f"({limit} positions, max_length in its fastattn.json)",
             fix,
         )
 
@@ -190,7 +184,7 @@ def attention_label(manifest: Manifest) -> str:
     """The attention kinds of a model in order of appearance: ``sliding:64+causal``."""
     kinds: dict[str, None] = {}
     for a in manifest.attention:
-        name = a.kind + "".join(f":{n}" for n in (a.global_tokens, a.window, a.block) if n)
+        name = str(a.kind) + "".join(f":{n}" for n in (a.global_tokens, a.window, a.block) if n)
         kinds.setdefault(name)
     return "+".join(kinds) or "none"
 

@@ -20,6 +20,7 @@ import onnxruntime as ort
 
 from fastattn.errors import InputError
 from fastattn.runtime.providers import Provider
+from fastattn.runtime.web import is_web
 
 PYTORCH = "pytorch"  # the provider name of PyTorch eager rows
 
@@ -47,6 +48,8 @@ class ProviderChoice:
     def parse(cls, text: str) -> ProviderChoice:
         """``cpu``, ``OpenVINO``, ``CUDAExecutionProvider`` -> a choice; an unknown name is an InputError."""
         name = text.strip()
+        if is_web(name):  # onnxruntime-web, driven in Node (fastattn.runtime.web)
+            return cls(name.lower(), name.lower())
         provider = Provider.find(name)
         if provider is not None:
             return cls(provider.name.lower(), provider.info.ort_name)
@@ -111,6 +114,8 @@ class Plan:
     allow_pickle: bool = False  # a torch model that is a pickled nn.Module (runs code from the file)
     match_target: bool = False  # run an export only on the provider it was lowered for (portable: all)
     settings: Settings = field(default_factory=Settings)
+    optimum: tuple[Path, ...] = ()  # Hugging Face checkpoints: Optimum's exports of each become rows too
+    optimum_variants: tuple[str, ...] = ("fp32", "o3", "int8")  # fastattn.bench.optimum.Variant values
 
     def __post_init__(self) -> None:
         if not self.exports:
@@ -135,13 +140,18 @@ class Plan:
         allow_pickle: bool = False,
         match_target: bool = False,
         settings: Settings | None = None,
+        optimum: Iterable[str | os.PathLike] = (),
+        optimum_variants: Sequence[str] = ("fp32", "o3", "int8"),
     ) -> Plan:
-        """A plan from plain values: provider names resolved, duplicates dropped, sweeps sorted."""
+        """A plan from plain values: provider names resolved, duplicates dropped, sweeps sorted. An Optimum
+        checkpoint also gives PyTorch eager rows (it is the reference of the accuracy column)."""
         choices = tuple(dict.fromkeys(ProviderChoice.parse(p) for p in providers))
         sequences = tuple(sorted(set(sequences))) if sweep else tuple(dict.fromkeys(sequences))
+        checkpoints = tuple(dict.fromkeys(Path(c) for c in optimum))
+        torch_paths = tuple(dict.fromkeys([*(Path(t) for t in torch_models), *checkpoints]))
         return cls(
             tuple(Path(e) for e in exports), choices, tuple(dict.fromkeys(batches)), sequences, sweep,
-            tuple(Path(t) for t in torch_models), allow_pickle, match_target, settings or Settings(),
+            torch_paths, allow_pickle, match_target, settings or Settings(), checkpoints, tuple(optimum_variants),
         )  # fmt: skip
 
     def to_dict(self) -> dict:
@@ -153,6 +163,8 @@ class Plan:
             "sweep": self.sweep,
             "torch_models": [str(t) for t in self.torch_models],
             "match_target": self.match_target,
+            "optimum": [str(c) for c in self.optimum],
+            "optimum_variants": list(self.optimum_variants),
         }
 
 
@@ -179,6 +191,8 @@ class Job:
     settings: Settings
     checkpoint: str | None = None  # PyTorch eager: the model file
     allow_pickle: bool = False
+    optimum: str | None = None  # an Optimum export's model file; ``directory`` is the fastattn export giving inputs
+    optimum_precision: str = "fp32"
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -139,6 +139,29 @@ class Unavailable:
 
 
 @dataclass
+class AccuracyRecord:
+    """How close one benched model is to the PyTorch model on held-out text (``--optimum``, Hugging Face)."""
+
+    export: str  # the row label it belongs to
+    task: str  # sentence_embedding (pooled-embedding cosine) or lm (perplexity, top-1 agreement)
+    data: str  # where the evaluation text came from
+    against: str  # the reference
+    perplexity: float | None = None
+    agreement: float | None = None  # top-1 agreement with the reference
+    cosine: float | None = None  # mean per-sample cosine of pooled embeddings (encoders), of logits (LMs)
+    cosine_min: float | None = None  # the least per-sample cosine (encoders)
+    pytorch: bool = False  # the reference itself (its label is the checkpoint's, like its eager rows)
+
+    def cell(self) -> str:
+        """The table's accuracy cell."""
+        if self.task == "sentence_embedding":
+            return "reference" if self.cosine is None else f"cos {self.cosine:.5f} / min {self.cosine_min:.5f}"
+        parts = [f"ppl {self.perplexity:.4g}"] if self.perplexity is not None else []
+        parts += [f"top-1 {self.agreement:.1%}"] if self.agreement is not None else ["reference"]
+        return ", ".join(parts)
+
+
+@dataclass
 class BenchResult:
     machine: dict
     versions: dict[str, str]  # of this (the orchestrating) environment
@@ -151,6 +174,8 @@ class BenchResult:
     failures: list[str] = field(default_factory=list)  # configurations that did not run, one line each
     created: str = ""
     schema: str = SCHEMA
+    accuracy: list[AccuracyRecord] = field(default_factory=list)  # per row label, on held-out text (--optimum)
+    optimum: list[dict] = field(default_factory=list)  # Optimum's exports benched: label, file, recipe, attention ops
 
     def to_dict(self) -> dict:
         return {
@@ -165,6 +190,8 @@ class BenchResult:
             "placements": [asdict(p) for p in self.placements],
             "unavailable": [asdict(u) for u in self.unavailable],
             "failures": list(self.failures),
+            "accuracy": [asdict(a) for a in self.accuracy],
+            "optimum": list(self.optimum),
         }
 
     @classmethod
@@ -177,6 +204,7 @@ class BenchResult:
             [PlacementRecord(**p) for p in d["placements"]],
             [Unavailable(**u) for u in d["unavailable"]],
             list(d["failures"]), d.get("created", ""), d["schema"],
+            [AccuracyRecord(**a) for a in d.get("accuracy", [])], list(d.get("optimum", [])),
         )  # fmt: skip
 
     def dumps(self) -> str:

@@ -2,7 +2,7 @@
 
 For each provider: when this environment's onnxruntime has it, its configurations run in
 worker processes of this Python; otherwise in worker processes of the Python of the
-environment that has it (``fastattn.exporter.environments.python_for``: ``.venv-<provider>``
+environment that has it (``fastattn.runtime.environments.python_for``: ``.venv-<provider>``
 or ``$FASTATTN_<PROVIDER>_PYTHON``), after a probe that checks that its onnxruntime really
 has the provider. A provider that no environment has becomes one line saying so and how to
 get it; the other providers still run. Each configuration is one worker process and one
@@ -38,9 +38,10 @@ from fastattn.bench.records import BenchResult, PlacementRecord, Row, Unavailabl
 from fastattn.bench.stats import PERCENTILE_METHOD
 from fastattn.bench.worker import call, environment
 from fastattn.errors import InputError
-from fastattn.exporter.environments import python_for
+from fastattn.runtime.environments import python_for
 from fastattn.runtime.manifest import Manifest
 from fastattn.runtime.providers import Provider
+from fastattn.runtime.web import is_web
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,10 @@ class Environment:
 def load_exports(paths: tuple[Path, ...]) -> list[Export]:
     """The exports with their manifests; labels are directory names, with the parent when two clash."""
     manifests = [Manifest.load(p) for p in paths]
+    for path, manifest in zip(paths, manifests, strict=True):
+        for graph in manifest.graphs:  # a file leading outside the export, or missing: one line before any run
+            if not manifest.path_of(path, graph.file).is_file():
+                raise InputError(f"{path / graph.file} is missing (graph {graph.name!r})", "re-export the model")
     names = [p.resolve().name for p in paths]
     labels = [f"{p.resolve().parent.name}/{n}" if names.count(n) > 1 else n for p, n in zip(paths, names, strict=True)]
     return [Export(p, label, m) for p, label, m in zip(paths, labels, manifests, strict=True)]
@@ -105,6 +110,10 @@ def install_fix(choice: ProviderChoice) -> str:
 
 def locate(choice: ProviderChoice, isolate: bool = True) -> Environment | Unavailable:
     """The environment that has the provider, checked by a probe; or why none has it."""
+    if is_web(choice.name):
+        from fastattn.bench.web import locate as locate_web
+
+        return locate_web(choice, isolate)
     if choice.ort_name in ort.get_available_providers():
         return Environment(choice.name, Path(sys.executable) if isolate else None, environment())
     fix = install_fix(choice)
@@ -139,6 +148,13 @@ def pair_torch(plan: Plan, exports: list[Export]) -> dict[str, Path]:
 
     pairs: dict[str, Path] = {}
     for path in plan.torch_models:
+        if path.is_dir():  # a Hugging Face checkpoint: the export of the same config.json
+            from fastattn.bench.optimum import pair
+
+            free = [e for e in exports if e.label not in pairs]
+            directory, _ = pair(path, [(e.directory, e.manifest) for e in free], any_task=True)
+            pairs[next(e.label for e in free if e.directory == directory)] = path
+            continue
         if not path.is_file():
             raise InputError(f"no such file: {path}", "pass the model file the export was made from (model.pt)")
         config = checkpoint_config(path)
@@ -153,7 +169,7 @@ def pair_torch(plan: Plan, exports: list[Export]) -> dict[str, Path]:
 
 
 def _failure(export: Export, provider: str, job: Job | None, error: str, skipped: str = "") -> str:
-    where = f"{export.label} on {provider}" + (f" at batch {job.batch}, seq {job.sequence}" if job else "")
+    where = f"{job.label if job else export.label} on {provider}" + (f" at batch {job.batch}, seq {job.sequence}" if job else "")
     where += f" ({skipped} skipped)" if skipped else ""
     line = f"{where}: {error[:MAX_ERROR]}{'…' if len(error) > MAX_ERROR else ''}"
     target = export.manifest.target
@@ -191,6 +207,7 @@ def bench(plan: Plan, progress: Progress | None = None) -> BenchResult:
                                             "torch": metadata.version("torch")})  # fmt: skip
         result.environments[PYTORCH] = environments[PYTORCH].info
 
+    optimum = _optimum_models(plan, exports, result, step)
     for export in exports:
         for name, env in list(environments.items()):
             if name == PYTORCH:
@@ -199,20 +216,59 @@ def bench(plan: Plan, progress: Progress | None = None) -> BenchResult:
                 continue
             if not _run_provider(plan, export, env, result, step):
                 del environments[name]  # the provider cannot run here after all: said once, not per export
+                continue
+            for model in optimum.get(export.label, []):  # Optimum's exports of its checkpoint, on its inputs
+                _run_provider(plan, export, env, result, step, model=model)
         if export.label in torch_pairs:
             _run_provider(plan, export, environments[PYTORCH], result, step, torch_pairs[export.label])
+    _accuracy(plan, exports, optimum, torch_pairs, result, step)
     return result
 
 
+def _optimum_models(plan: Plan, exports: list[Export], result: BenchResult, step: Progress) -> dict[str, list]:
+    """Export label -> Optimum's exports of its checkpoint (made once into the cache); failures recorded."""
+    if not plan.optimum:
+        return {}
+    from fastattn.bench.optimum import pair, parse_variants, prepare
+
+    variants = parse_variants(",".join(plan.optimum_variants))
+    found: dict[str, list] = {}
+    for checkpoint in plan.optimum:
+        directory, manifest = pair(checkpoint, [(e.directory, e.manifest) for e in exports])
+        label = next(e.label for e in exports if e.directory == directory)
+        models, failures = prepare(checkpoint, (directory, manifest), variants, step)
+        result.failures += failures
+        result.optimum += [{"checkpoint": str(m.checkpoint), "label": m.label, "file": str(m.file),
+                            "inputs_from": label, "recipe": m.recipe, "attention": m.attention} for m in models]  # fmt: skip
+        found[label] = models
+    return found
+
+
+def _accuracy(plan: Plan, exports: list[Export], optimum: dict[str, list], torch_pairs: dict[str, Path],
+              result: BenchResult, step: Progress) -> None:  # fmt: skip
+    """The accuracy column: every model of each --optimum checkpoint against PyTorch on held-out text."""
+    from fastattn.bench.optimum import accuracy, read_config
+
+    for label, models in optimum.items():
+        checkpoint = models[0].checkpoint if models else torch_pairs[label]
+        config = read_config(checkpoint)
+        same = [(e.label, e.directory, e.manifest) for e in exports if read_config(e.directory) == config]
+        step(f"accuracy of {len(same) + len(models)} models of {checkpoint.name} on held-out text")
+        result.accuracy += accuracy(checkpoint, same, models, Path(checkpoint).name, plan.settings.threads)
+
+
 def _run_provider(plan: Plan, export: Export, env: Environment, result: BenchResult, step: Progress,
-                  checkpoint: Path | None = None) -> bool:  # fmt: skip
-    """The configurations of one export on one provider (or PyTorch); False if the provider is unusable."""
+                  checkpoint: Path | None = None, model=None) -> bool:  # fmt: skip
+    """The configurations of one export on one provider (or PyTorch, or ``model``: an Optimum export of the
+    same checkpoint, on this export's inputs); False if the provider is unusable."""
     settings, ran = plan.settings, 0
+    label = model.label if model is not None else export.label
     for batch in plan.batches:
         for sequence in plan.sequences:
-            job = Job(str(export.directory), export.label, env.name, batch, sequence, settings,
-                      str(checkpoint) if checkpoint else None, plan.allow_pickle)  # fmt: skip
-            step(f"{export.label} on {env.name}: batch {batch}, seq {sequence}")
+            job = Job(str(export.directory), label, env.name, batch, sequence, settings,
+                      str(checkpoint) if checkpoint else None, plan.allow_pickle,
+                      str(model.file) if model is not None else None, model.precision if model is not None else "fp32")  # fmt: skip
+            step(f"{label} on {env.name}: batch {batch}, seq {sequence}")
             op = "torch" if checkpoint else "measure"
             reply = call(env.python, {"op": op, "job": job.to_dict()}, settings.timeout)
             if reply["ok"]:
@@ -228,7 +284,7 @@ def _run_provider(plan: Plan, export: Export, env: Environment, result: BenchRes
                 return True
             else:
                 result.failures.append(_failure(export, env.name, job, reply["error"]))
-    if ran and not checkpoint:
+    if ran and not checkpoint and model is None:
         step(f"{export.label} on {env.name}: node placement")
         reply = call(env.python, {"op": "placement", "directory": str(export.directory), "provider": env.name},
                      settings.timeout)  # fmt: skip

@@ -90,9 +90,11 @@ def latency_grid(result: BenchResult) -> Grid:
     headers += ["prefill ms", "decode tok/s"] if decoders else []
     headers += ["vs eager"] if eager else []
     headers += ["slope"] if sweep else []
+    accuracy = {(a.export, a.pytorch): a.cell() for a in result.accuracy}  # --optimum: vs PyTorch on held-out text
+    headers += ["accuracy vs PyTorch"] if accuracy else []
     threads = result.settings.get("threads")
     title = f"latency per execution provider (ms per call, {threads} threads)"
-    grid = Grid(title, headers, numbers=set(headers) - {"model", "export", "provider", "prec"})
+    grid = Grid(title, headers, numbers=set(headers) - {"model", "export", "provider", "prec", "accuracy vs PyTorch"})
     slope = slopes(rows) if sweep else {}
     previous = None
     for row in rows:
@@ -113,6 +115,8 @@ def latency_grid(result: BenchResult) -> Grid:
         if sweep:
             value = slope.get(row.key())
             cells.append("-" if value is None else f"{value:.2f}")
+        if accuracy:
+            cells.append(accuracy.get((row.export, row.provider == PYTORCH), "-"))
         grid.rows.append(cells)
     return grid
 

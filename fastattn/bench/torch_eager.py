@@ -1,6 +1,6 @@
 """PyTorch eager on the same weights and the same inputs as an export: the baseline rows.
 
-The checkpoint is loaded the way the exporter loads it (:func:`fastattn.exporter.prepare.prepare`:
+The checkpoint is loaded the way the exporter loads it (:func:`fastattn.families.registry.prepare`:
 a fastattn checkpoint with ``weights_only=True``; TorchScript, ``.pt2`` or, with
 ``allow_pickle``, a pickled module), into the same flat-tensor graphs the export was captured
 from, so inputs and outputs line up by name with the manifest. A fastattn checkpoint must have
@@ -36,9 +36,12 @@ from fastattn.bench.measure import (
 from fastattn.bench.plan import PYTORCH, Job
 from fastattn.bench.records import Phase, Row
 from fastattn.errors import InputError
-from fastattn.exporter.prepare import prepare
+from fastattn.families.base import PrepareRequest
+from fastattn.families.registry import prepare
 from fastattn.runtime.manifest import GraphEntry, Manifest
 from fastattn.runtime.session import sample_graph
+
+SDPA = "sdpa"  # Hugging Face models: transformers' default attention, what a user of the checkpoint runs
 
 
 def checkpoint_config(path: str | Path) -> dict | None:
@@ -60,7 +63,9 @@ def same_model(a: dict | None, b: dict | None) -> bool:
 
 def _modules(job: Job, manifest: Manifest) -> dict[str, torch.nn.Module]:
     inputs = tuple(manifest.graphs[0].inputs) if manifest.config is None else ()
-    prepared = prepare(Path(job.checkpoint), inputs, job.allow_pickle)
+    task = manifest.hf.task if manifest.hf is not None else None
+    prepared = prepare(Path(job.checkpoint), PrepareRequest(inputs, job.allow_pickle, manifest.kv_buffer is not None,
+                                                            task))  # fmt: skip
     if manifest.config is not None and not same_model(prepared.config, manifest.config):
         raise InputError(
             f"{job.checkpoint} is not the model exported in {job.directory} (their configs differ)",
@@ -69,6 +74,8 @@ def _modules(job: Job, manifest: Manifest) -> dict[str, torch.nn.Module]:
     modules = {}
     for graph in prepared.graphs:
         module = graph.reference if graph.reference is not None else graph.module
+        if prepared.hf is not None:  # the transformers model itself, timed with its default attention (sdpa)
+            module.hf.set_attn_implementation(SDPA)
         modules[graph.name] = module.module() if isinstance(module, torch.export.ExportedProgram) else module
     return modules
 
@@ -144,7 +151,8 @@ def _measure(job: Job, manifest: Manifest, phases) -> Row:
     peak = memory.peak_mb()
     return Row(
         model=model_name(manifest), export=Path(job.checkpoint).name, directory=str(job.checkpoint), target="eager",
-        attention=attention_label(manifest), precision="fp32", provider=PYTORCH, engine=f"torch {torch.__version__}",
+        attention=attention_label(manifest), precision="fp32", provider=PYTORCH,
+        engine=f"torch {torch.__version__}" + (f" (transformers, {SDPA})" if manifest.hf is not None else ""),
         batch=job.batch, sequence=job.sequence, phases=results,
         peak_memory_mb=None if peak is None or baseline is None else round(peak - baseline, 1),
         threads=settings.threads, others_cpu=share.others(),

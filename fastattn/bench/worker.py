@@ -32,6 +32,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from fastattn.errors import FastAttnError
+from fastattn.runtime.replies import read_reply
+from fastattn.runtime.web import is_web
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +59,25 @@ def handle(request: dict) -> object:
     if op == "probe":
         return environment()
     if op == "measure":
+        job = Job.from_dict(request["job"])
+        if is_web(job.provider):  # onnxruntime-web: this worker drives Node (fastattn.runtime.web)
+            from fastattn.bench.web import measure as measure_web
+
+            return measure_web(job).to_dict()
+        if job.optimum:  # one of Optimum's exports, on the inputs of the fastattn export beside it
+            from fastattn.bench.optimum_measure import measure_optimum
+
+            return measure_optimum(job).to_dict()
         from fastattn.bench.measure import measure
 
-        return measure(Job.from_dict(request["job"])).to_dict()
+        return measure(job).to_dict()
     if op == "torch":
         from fastattn.bench.torch_eager import measure_torch
 
         return measure_torch(Job.from_dict(request["job"])).to_dict()
     if op == "placement":
+        if is_web(request["provider"]):  # onnxruntime-web has no per-node profile to read here
+            return []
         from fastattn.runtime.placement import placement
 
         return [asdict(p) for p in placement(request["directory"], request["provider"])]
@@ -106,7 +119,7 @@ def call(python: Path | None, request: dict, timeout: float = 3600.0) -> dict:
     """Send ``request`` to a worker: a new process of ``python``, or this process when None."""
     if python is None:
         return answer(request)
-    from fastattn.exporter.environments import PACKAGE_ROOT
+    from fastattn.runtime.environments import PACKAGE_ROOT
 
     path = os.pathsep.join(p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")) if p)
     try:
@@ -118,15 +131,7 @@ def call(python: Path | None, request: dict, timeout: float = 3600.0) -> dict:
         return {"ok": False, "error": f"the worker ({python}) took longer than {timeout:g} s", "exit_code": 1}
     except OSError as e:
         return {"ok": False, "error": f"cannot start {python}: {e.strerror or e}", "exit_code": 1}
-    for line in reversed(run.stdout.strip().splitlines()):
-        try:
-            reply = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(reply, dict) and "ok" in reply:
-            return reply
-    last = (run.stderr.strip().splitlines() or [f"exit code {run.returncode}, no output"])[-1]
-    return {"ok": False, "error": f"the worker ({python}) failed: {last}", "exit_code": 1}
+    return read_reply(run, f"the worker ({python})")
 
 
 if __name__ == "__main__":

@@ -20,12 +20,13 @@ import torch
 from fastattn.attention.onnx_function import attach_functions, register_schema, translate
 from fastattn.attention.op import ATTENTION_OP
 from fastattn.errors import ExportError
-from fastattn.exporter.graphs import GraphDef
+from fastattn.exporter.options import DEFAULT_OPSET
+from fastattn.families.graphs import GraphDef, mha_fastpath
 from fastattn.runtime.manifest import TensorSpec
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OPSET = 20
+
 
 
 def capture(graph: GraphDef, opset: int = DEFAULT_OPSET) -> ir.Model:
@@ -69,13 +70,6 @@ def _strip_trace_metadata(model: ir.Model) -> None:
             node.metadata_props.pop(key, None)
 
 
-def module_path(node: ir.Node) -> str:
-    """The PyTorch module a captured node came from, e.g. ``decoder.layers.0.self_attn``."""
-    scopes = node.metadata_props.get("pkg.torch.onnx.name_scopes", "")
-    names = [s.strip(" '") for s in scopes.strip("[]").split(",") if s.strip(" '")]
-    path = names[-2] if len(names) >= 2 else node.name
-    return path.removeprefix("model.") if path.startswith("model.") else path
-
 
 def _torch_dim_name(name: str) -> str:
     return re.sub(r"\W", "_", name.replace("+", "_plus_"))
@@ -115,17 +109,6 @@ def _name_dims(values, specs: list[TensorSpec]) -> None:
         if spec is None or value.shape is None or len(value.shape) != len(spec.shape):
             continue
         value.shape = ir.Shape([d if isinstance(d, int) else ir.SymbolicDim(d) for d in spec.shape])
-
-
-@contextlib.contextmanager
-def mha_fastpath(enabled: bool):
-    """nn.TransformerEncoderLayer's fast path would bypass attention modules; turn it off while tracing."""
-    before = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(enabled)
-    try:
-        yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(before)
 
 
 @contextlib.contextmanager

@@ -1,4 +1,8 @@
-"""``report.md``: what the user got, in words and tables, made from the manifest."""
+"""``report.md``: what the user got, in words and tables, made from the manifest.
+
+Names that come from outside (file names, module paths) are shown with control characters
+escaped: a raw ESC byte in a model's file name must not reach a terminal through the report.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,13 @@ import re
 
 from fastattn.runtime import dims
 from fastattn.runtime.manifest import Manifest
+from fastattn.runtime.records import PlacementRecord, QuantizationRecord, ValidationRecord
+from fastattn.targets import Target
+
+
+def clean(text: object) -> str:
+    """``text`` with control characters escaped (``\\x1b``) and table pipes kept out of cells."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text)).replace("|", "\\|")
 
 
 def _fmt(x: float) -> str:
@@ -13,19 +24,28 @@ def _fmt(x: float) -> str:
 
 
 def render(manifest: Manifest, timings: dict[str, float] | None = None, notes: list[str] | None = None) -> str:
-    lines = [f"# fastattn export: {manifest.source}", ""]
-    opsets = ", ".join(f"{domain or 'ai.onnx'} {version}" for domain, version in sorted(manifest.opsets.items()))
-    lines += [f"- architecture: **{manifest.arch}**, precision **{manifest.precision}**", f"- opsets: {opsets}"]
-    if manifest.session.get("disabled_optimizers"):
-        lines.append(f"- sessions: ONNX Runtime optimizers {', '.join(manifest.session['disabled_optimizers'])} "
-                     f"are turned off (the runtime does it; other apps should too): {manifest.session['why']}")
+    lines = [f"# fastattn export: {clean(manifest.source)}", ""]
+    lines += [f"- architecture: **{manifest.arch}** (family {manifest.family}), precision **{manifest.precision}**"]
+    for graph, opsets in manifest.opsets.items():
+        lines.append(f"- opsets of {graph}: " + ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in sorted(opsets.items())))
+    if manifest.max_length is not None:
+        lines.append(f"- sequences (cache included) of at most {manifest.max_length} tokens")
+    if manifest.session.disabled_optimizers:
+        lines.append(f"- sessions: ONNX Runtime optimizers {', '.join(manifest.session.disabled_optimizers)} "
+                     f"are turned off (the runtime does it; other apps should too): {manifest.session.why}")
+    if manifest.hf:
+        hf = manifest.hf
+        start = f", decoder start {hf.decoder_start_token_id}" if hf.decoder_start_token_id is not None else ""
+        lines.append(f"- Hugging Face: {hf.model_type} ({hf.architecture or 'no architecture'}), task **{hf.task}**, "
+                     f"EOS ids {hf.eos_token_ids or 'none'}, pad id {hf.pad_token_id}{start}; "
+                     f"carried files: {', '.join(hf.files) or 'none'}")  # fmt: skip
     if manifest.kv_buffer:
         kv = manifest.kv_buffer
-        lines.append(f"- decode path: **--kv-buffer**, rows must be {kv['rows']}, sequences at most "
-                     f"{kv['max_length']} tokens: {kv['why']}")  # fmt: skip
+        lines.append(f"- decode path: **--kv-buffer**, rows must be {kv.rows}, sequences at most "
+                     f"{kv.max_length} tokens: {kv.why}")  # fmt: skip
     if timings:
         lines.append("- time: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
-    lines += [f"- {note}" for note in notes or []]
+    lines += [f"- {clean(note)}" for note in notes or []]
     lines += ["", "## Graphs", ""]
     for g in manifest.graphs:
         lines += [f"### {g.file}", "", "| | name | dtype | shape |", "|---|---|---|---|"]
@@ -40,7 +60,7 @@ def render(manifest: Manifest, timings: dict[str, float] | None = None, notes: l
                   "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for a in manifest.attention:
             lines.append(
-                f"| {a.graph} | {a.layer} | {a.kind} | {a.num_heads} | {a.kv_num_heads} | {a.causal} | "
+                f"| {a.graph} | {clean(a.layer)} | {a.kind} | {a.num_heads} | {a.kv_num_heads} | {a.causal} | "
                 f"{a.window or (f'block {a.block}' if a.block else '-')} | {a.global_tokens or '-'} | "
                 f"{a.inputs or 'qkv'} | {a.lowering} |"
             )
@@ -49,15 +69,29 @@ def render(manifest: Manifest, timings: dict[str, float] | None = None, notes: l
     lines += _lowering(manifest)
     lines += _placement(manifest.placement)
     lines += _quantization(manifest.quantization)
+    lines += _ort_format(manifest.ort_format)
+    lines += _optimum(manifest)
     lines += ["", *_validation(manifest.validation), "", "## Versions", ""]
     lines += [", ".join(f"{k} {v}" for k, v in manifest.versions.items()), ""]
     return "\n".join(lines)
 
 
+def _ort_format(package) -> list[str]:
+    from fastattn.exporter.ort_format import report_lines  # noqa: PLC0415  (onnxruntime's tools)
+
+    return report_lines(package)
+
+
+def _optimum(manifest: Manifest) -> list[str]:
+    from fastattn.exporter.optimum_layout import report_lines  # noqa: PLC0415
+
+    return report_lines(manifest)
+
+
 def _lowering(manifest: Manifest) -> list[str]:
     """Why each distinct layer got its kernel: candidate timings per shape, refusals; fusion counts."""
     lines = ["", f"## Lowering for target `{manifest.target}`", ""]
-    if manifest.target == "portable":
+    if manifest.target is Target.PORTABLE:
         return lines + ["Not lowered: every attention runs its `fastattn` function body (exact everywhere, fast nowhere)."]
     seen: set[str] = set()
     for a in manifest.attention:
@@ -68,100 +102,106 @@ def _lowering(manifest: Manifest) -> list[str]:
         seen.add(key)
         same = [b.layer for b in manifest.attention if b.graph == a.graph and b.lowering == a.lowering
                 and (b.kind, b.window, b.block, b.inputs) == (a.kind, a.window, a.block, a.inputs)]  # fmt: skip
-        lines.append(f"- **{a.lowering}** for {a.kind} attention ({', '.join(same)})")
+        lines.append(f"- **{a.lowering}** for {a.kind} attention ({clean(', '.join(same))})")
         for case, times in a.timings.items():
             ranked = ", ".join(f"{rule} {ms:.3f} ms" for rule, ms in sorted(times.items(), key=lambda kv: kv[1]))
             lines.append(f"  - {case}: {ranked}")
         for rule, reason in a.rejected.items():
-            lines.append(f"  - not {rule}: {reason}")
+            lines.append(f"  - not {rule}: {clean(reason)}")
     for graph, counts in manifest.fusions.items():
         fired = ", ".join(f"{name} {n}" for name, n in counts.items() if n) or "none"
         lines += ["", f"Fusions in {graph}: {fired}."]
     return lines
 
 
-def _placement(placement: dict | None) -> list[str]:
+def _placement(placement: PlacementRecord | None) -> list[str]:
     if placement is None:
         return []
     lines = ["", "## Placement on the target provider", ""]
-    if not placement["graphs"]:
-        return lines + [f"Not checked: {placement['checked_with']}."]
-    lines.append(f"Checked with {placement['checked_with']}, one run on small inputs with profiling.")
-    for graph, p in placement["graphs"].items():
-        kernels = ", ".join(f"{provider} {n}" for provider, n in p["kernels"].items())
+    if not placement.graphs:
+        return lines + [f"Not checked: {clean(placement.checked_with)}."]
+    lines.append(f"Checked with {clean(placement.checked_with)}, one run on small inputs with profiling.")
+    for graph, p in placement.graphs.items():
+        kernels = ", ".join(f"{provider} {n}" for provider, n in p.kernels.items())
         lines += ["", f"- {graph}: kernels run by {kernels}"]
-        if p["fallback"]:
-            lines.append(f"  - {len(p['fallback'])} node(s) fell back from {p['requested']}:")
-            lines += [f"    - `{node}`" for node in p["fallback"]]
+        if p.fallback:
+            lines.append(f"  - {len(p.fallback)} node(s) fell back from {p.requested}:")
+            lines += [f"    - `{clean(node)}`" for node in p.fallback]
         else:
-            lines.append(f"  - every node ran on {p['requested']}")
+            lines.append(f"  - every node ran on {p.requested}")
     return lines
 
 
-def _quantization(q: dict | None) -> list[str]:
+def _quantization(q: QuantizationRecord | None) -> list[str]:
     if not q:
         return []
-    verdict = "passed" if q["passed"] else "FAILED"
-    lines = ["", f"## Quantization: {q['mode']}, accuracy gate {verdict}", ""]
-    before, after = q["size_before"], q["size_after"]
+    verdict = "passed" if q.passed else "FAILED"
+    lines = ["", f"## Quantization: {q.mode}, accuracy gate {verdict}", ""]
+    before, after = q.size_before, q.size_after
     lines.append(f"- size {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB ({after / max(before, 1):.1%})")
-    settings = ", ".join(f"{k} {v}" for k, v in q["settings"].items())
+    settings = ", ".join(f"{k} {v}" for k, v in q.settings.items())
     lines.append(f"- settings: {settings or 'defaults'}")
-    lines.append(f"- evaluated on {q['data']}" + (f"; calibrated on {q['calibration']}" if q.get("calibration") else ""))
-    gate = q["gate"]
-    lines.append(f"- gate ({q['task']}): perplexity +{gate['max_ppl_increase']:.2%} at most, output cosine >= "
-                 f"{gate['min_cosine']}, accuracy -{gate['max_accuracy_drop']:.2%} at most (against the float ONNX model)")
-    lines += [f"- **fails**: {f}" for f in q["failures"]] if not q["passed"] else []
+    lines.append(f"- evaluated on {clean(q.data)}" + (f"; calibrated on {clean(q.calibration)}" if q.calibration else ""))
+    gate = q.gate
+    lines.append(f"- gate ({q.task}): perplexity +{gate.max_ppl_increase:.2%} at most, output cosine >= "
+                 f"{gate.min_cosine}, accuracy -{gate.max_accuracy_drop:.2%} at most (against the float ONNX model)")
+    budget = f"; a failing gate's search for weights to keep in float is bounded at {q.search_budget:.0f} s" \
+        if q.search_budget is not None else ""
+    lines.append(f"- took {q.seconds:.1f} s{budget}")
+    lines += [f"- **fails**: {f}" for f in q.failures] if not q.passed else []
     lines += ["", "| model | perplexity | accuracy | top-1 agreement with float | cosine with float |",
               "|---|---|---|---|---|"]  # fmt: skip
-    for name, f in q["figures"].items():
-        cells = [f"{f[k]:.6g}" if k in f else "-" for k in ("perplexity", "accuracy", "agreement", "cosine")]
+    for name, f in q.figures.items():
+        cells = [f"{v:.6g}" if v is not None else "-" for v in (f.perplexity, f.accuracy, f.agreement, f.cosine)]
+        if f.cosine_min is not None:  # sentence embeddings: the mean per-sample cosine, then the least
+            cells[-1] += f" (least {f.cosine_min:.6g})"
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    ops = ", ".join(f"{op} {n}" for op, n in sorted(q["ops"].items()))
-    lines += ["", f"{len(q['quantized'])} weight(s) quantized, {len(q['kept'])} kept in float. Ops: {ops}."]
-    for site in q["kept"]:
-        lines.append(f"- kept `{site['module'] or site['node']}` ({site['op']} {tuple(site['shape'])}): {site['reason']}")
-    if q["sensitivity"]:
-        top = sorted(q["sensitivity"].items(), key=lambda kv: -kv[1])[:8]
+    ops = ", ".join(f"{op} {n}" for op, n in sorted(q.ops.items()))
+    lines += ["", f"{len(q.quantized)} weight(s) quantized, {len(q.kept)} kept in float. Ops: {ops}."]
+    for site in q.kept:
+        lines.append(f"- kept `{clean(site.module or site.node)}` ({site.op} {tuple(site.shape)}): {site.reason}")
+    if q.sensitivity:
+        top = sorted(q.sensitivity.items(), key=lambda kv: -kv[1])[:8]
         lines += ["", "Sensitivity (share of the gate used with only this weight quantized): "
-                  + ", ".join(f"`{node}` {score:.0%}" for node, score in top)]  # fmt: skip
+                  + ", ".join(f"`{clean(node)}` {score:.0%}" for node, score in top)]  # fmt: skip
     return lines
 
 
-def _worst_per_family(outputs: list[dict]) -> list[dict]:
-    """One row per output family (``present_key_0..N`` -> ``present_key_*``), its worst member."""
-    families: dict[str, list[dict]] = {}
+def _worst_per_family(outputs: list) -> list[tuple[str, object]]:
+    """One row per output family (``present_key_0..N`` -> ``present_key_*``, ``present.N.key`` -> ``present.*.key``):
+    its worst member."""
+    families: dict[str, list] = {}
     for o in outputs:
-        families.setdefault(re.sub(r"_\d+$", "_*", o["name"]), []).append(o)
+        families.setdefault(re.sub(r"(?<=[_.])\d+(?=$|\.)", "*", o.name), []).append(o)
     rows = []
     for name, members in families.items():
-        failed = [o for o in members if not o["passed"]]
-        worst = max(failed or members, key=lambda o: o["max_rel"])
-        rows.append({**worst, "name": worst["name"] if failed or len(members) == 1 else name})
+        failed = [o for o in members if not o.passed]
+        worst = max(failed or members, key=lambda o: o.max_rel)
+        rows.append((worst.name if failed or len(members) == 1 else name, worst))
     return rows
 
 
-def _validation(validation: dict | None) -> list[str]:
+def _validation(validation: ValidationRecord | None) -> list[str]:
     if not validation:
         return ["## Validation", "", "Not validated."]
-    tol = validation["tolerance"]
-    verdict = "PASSED" if validation["passed"] else "FAILED"
+    tol = validation.tolerance
+    verdict = "PASSED" if validation.passed else "FAILED"
     lines = [
         f"## Validation: {verdict}",
         "",
-        f"PyTorch vs ONNX Runtime, precision {validation['precision']}: an output passes when "
-        f"max abs error <= {tol['atol']:g} + {tol['rtol']:g} x max|reference| and cosine >= {tol['min_cosine']}. "
+        f"{validation.against} vs ONNX Runtime, precision {validation.precision}: an output passes when "
+        f"max abs error <= {tol.atol:g} + {tol.rtol:g} x max|reference| and cosine >= {tol.min_cosine}. "
         "max rel = max abs error / max|reference|.",
         "",
         "| graph | case | output | max abs | max rel | mean abs | cosine | |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for case in validation["cases"]:
-        for o in _worst_per_family(case["outputs"]):
-            mark = "ok" if o["passed"] else f"**FAIL** {o.get('note', '')}".strip()
+    for case in validation.cases:
+        for name, o in _worst_per_family(case.outputs):
+            mark = "ok" if o.passed else f"**FAIL** {o.note}".strip()
             lines.append(
-                f"| {case['graph']} | {case['case']} | {o['name']} | {_fmt(o['max_abs'])} | {_fmt(o['max_rel'])} | "
-                f"{_fmt(o['mean_abs'])} | {o['cosine']:.7f} | {mark} |"
+                f"| {case.graph} | {case.case} | {name} | {_fmt(o.max_abs)} | {_fmt(o.max_rel)} | "
+                f"{_fmt(o.mean_abs)} | {o.cosine:.7f} | {mark} |"
             )
     return lines
 

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
-from enum import Enum
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from fastattn.exporter.capture import mha_fastpath
-from fastattn.exporter.graphs import GraphDef
-from fastattn.runtime.manifest import Fill
+from fastattn.errors import ExportError
+from fastattn.families.graphs import GraphDef, mha_fastpath
+from fastattn.runtime import schema
+from fastattn.runtime.manifest import Fill, Precision
+from fastattn.runtime.records import CaseRecord, OutputStats, Tolerance, ValidationRecord
 from fastattn.runtime.samples import sample_inputs
 
 log = logging.getLogger(__name__)
@@ -33,21 +34,7 @@ Arrays = dict[str, np.ndarray]
 Runner = Callable[[Mapping[str, np.ndarray]], Arrays]
 
 
-class Precision(str, Enum):
-    FP32 = "fp32"
-    FP16 = "fp16"
-    INT8 = "int8"
-    INT4 = "int4"
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    atol: float
-    rtol: float  # relative to the largest |reference| value of the output
-    min_cosine: float
-
-
-# Quantized models are gated on task accuracy (exporter/gates.py); their element-wise bounds
+# Quantized models are gated on task accuracy (quantize/gates.py); their element-wise bounds
 # here catch a broken graph (a wrong decode path, a mask ignored), not quantization noise.
 # Measured: dynamic int8 max rel <= 0.015 on the default decoder; static int8 0.20 on the
 # 3 logits of a tiny classifier at a shape shorter than its calibration data (cosine 0.995);
@@ -81,17 +68,6 @@ class Case:
 
 
 @dataclass
-class OutputStats:
-    name: str
-    max_abs: float
-    max_rel: float
-    mean_abs: float
-    cosine: float
-    passed: bool
-    note: str = ""
-
-
-@dataclass
 class CaseResult:
     case: Case
     outputs: list[OutputStats]
@@ -106,6 +82,7 @@ class ValidationResult:
     tolerance: Tolerance
     precision: Precision
     cases: list[CaseResult] = field(default_factory=list)
+    against: str = "PyTorch"  # what the outputs were compared with
 
     @property
     def passed(self) -> bool:
@@ -119,17 +96,13 @@ class ValidationResult:
         stats = [o for c in self.cases for o in c.outputs]
         return max(stats, key=lambda o: o.max_rel, default=None)
 
+    def record(self) -> ValidationRecord:
+        cases = [CaseRecord(c.case.graph, c.case.name, dict(c.case.sizes), c.case.padded, c.case.steps, c.passed,
+                            list(c.outputs)) for c in self.cases]  # fmt: skip
+        return ValidationRecord(self.passed, self.precision.value, self.tolerance, cases, self.against)
+
     def to_dict(self) -> dict:
-        return {
-            "passed": self.passed,
-            "precision": self.precision.value,
-            "tolerance": asdict(self.tolerance),
-            "cases": [
-                {"graph": c.case.graph, "case": c.case.name, "sizes": c.case.sizes, "padded": c.case.padded,
-                 "decode_steps": c.case.steps, "passed": c.passed, "outputs": [asdict(o) for o in c.outputs]}
-                for c in self.cases
-            ],
-        }  # fmt: skip
+        return schema.dump(self.record())
 
 
 def compare(name: str, got: np.ndarray, want: np.ndarray, tol: Tolerance) -> OutputStats:
@@ -138,12 +111,18 @@ def compare(name: str, got: np.ndarray, want: np.ndarray, tol: Tolerance) -> Out
         return OutputStats(name, float("inf"), float("inf"), float("inf"), 0.0, False,
                            f"shape {got.shape} != reference {want.shape}")  # fmt: skip
     a, b = got.astype(np.float64).ravel(), want.astype(np.float64).ravel()
-    nan_a, nan_b = np.isnan(a), np.isnan(b)
-    if (nan_a != nan_b).any():
-        return OutputStats(name, float("nan"), float("nan"), float("nan"), 0.0, False, "NaN where the reference has none")
-    a, b = a[~nan_b], b[~nan_b]
     if a.size == 0:
         return OutputStats(name, 0.0, 0.0, 0.0, 1.0, True, "empty")
+    finite_b = np.isfinite(b)
+    if (~np.isfinite(a) & finite_b).any():
+        return OutputStats(name, float("nan"), float("nan"), float("nan"), 0.0, False,
+                           "NaN or Inf where the reference is finite")  # fmt: skip
+    if not finite_b.all():  # non-finite references must be matched exactly, and leave something to compare
+        same = np.array_equal(a[~finite_b], b[~finite_b], equal_nan=True)
+        if not same or finite_b.sum() == 0:
+            return OutputStats(name, float("nan"), float("nan"), float("nan"), 0.0, False,
+                               "the reference is NaN or Inf here" + ("" if same else " and the output differs"))  # fmt: skip
+        a, b = a[finite_b], b[finite_b]
     diff = np.abs(a - b)
     max_abs, scale = float(diff.max()), float(np.abs(b).max())
     norms = float(np.linalg.norm(a) * np.linalg.norm(b))
@@ -198,6 +177,10 @@ def run_case(graph: GraphDef, case: Case, reference: Runner, candidate: Runner, 
             a, b = got[spec.name], want[spec.name]
             if valid is not None and a.shape == b.shape:
                 a, b = a[valid], b[valid]  # padded positions carry no meaning: kernels may differ there
+            if b.dtype.kind in "fc" and not np.isfinite(b).all():
+                raise ExportError(f"the model's own output {spec.name!r} of graph {graph.name!r} is NaN or infinite "
+                                  f"at {case.name} (in the reference, before any export)",
+                                  "check the model's weights and inputs: a NaN or Inf weight?")  # fmt: skip
             stats = compare(spec.name, a, b, tol)
             if step:
                 stats.note = f"worst of {case.steps + 1} calls"
@@ -208,7 +191,11 @@ def run_case(graph: GraphDef, case: Case, reference: Runner, candidate: Runner, 
             ref_feeds, cand_feeds = (_next_step(graph, f, out, rng) for f, out in ((ref_feeds, want), (cand_feeds, got)))
             tokens = {s.name: ref_feeds[s.name] for s in graph.inputs if "sequence" in s.shape}
             cand_feeds.update(tokens)  # both sides get the same new tokens
-    return CaseResult(case, [worst[s.name] for s in graph.outputs])
+    outputs = [worst[s.name] for s in graph.outputs]
+    if outputs and all(o.note.startswith("empty") for o in outputs):  # nothing was compared: not a pass
+        for o in outputs:
+            o.passed, o.note = False, "nothing to compare: every output is empty at this shape"
+    return CaseResult(case, outputs)
 
 
 def valid_positions(graph: GraphDef, feeds: Arrays, spec, array: np.ndarray) -> np.ndarray | None:

@@ -15,12 +15,7 @@ from enum import Enum
 
 from fastattn.attention.spec import AttentionSpec
 from fastattn.errors import InputError
-
-
-class Arch(str, Enum):
-    ENCODER = "encoder"
-    DECODER = "decoder"
-    ENCODER_DECODER = "encoder_decoder"
+from fastattn.runtime.manifest import Arch
 
 
 class Pattern(str, Enum):
@@ -51,8 +46,34 @@ class Positions(str, Enum):
 
 class Activation(str, Enum):
     GELU = "gelu"
+    GELU_TANH = "gelu_tanh"  # the tanh approximation (GPT-2's gelu_new)
     RELU = "relu"
+    SILU = "silu"  # ungated (Marian's swish)
     SWIGLU = "swiglu"
+
+
+class PositionIds(str, Enum):
+    """What a position counts: slots of the sequence, or tokens of the mask (padding not counted)."""
+
+    DEFAULT = "default"  # encoders count slots (0..S-1), decoders count the mask's tokens
+    SLOTS = "slots"  # both count slots; decoders continue from the cache length (BART, Marian)
+    TOKENS = "tokens"  # both count the mask's tokens (RoBERTa, whose positions skip padding)
+
+
+class RopeKind(str, Enum):
+    LINEAR = "linear"  # positions divided by factor
+    LLAMA3 = "llama3"  # low frequencies divided by factor, high ones kept, a smooth band between
+
+
+@dataclass(frozen=True)
+class RopeScaling:
+    """Rotary frequency scaling (Hugging Face ``rope_scaling``); see :mod:`fastattn.models.rope`."""
+
+    kind: RopeKind
+    factor: float
+    low_freq_factor: float = 1.0  # llama3 only
+    high_freq_factor: float = 4.0  # llama3 only
+    original_max_positions: int = 8192  # llama3 only
 
 
 @dataclass(frozen=True)
@@ -155,17 +176,39 @@ class ModelConfig:
     tie_embeddings: bool = True
     norm_eps: float = 1e-5
     bias: bool = True  # biases in the attention and feed-forward projections (Llama-style models: False)
+    # Overrides of ``bias`` per group of projections (None: ``bias``); Qwen2 has qkv biases only.
+    qkv_bias: bool | None = None
+    out_bias: bool | None = None  # attention output projections
+    ffn_bias: bool | None = None
+    embedding_norm: bool = False  # a norm after token + position embeddings (BERT, BART)
+    embedding_scale: float = 1.0  # token embeddings are multiplied by it (BART/Marian scale_embedding)
+    position_offset: int = 0  # learned positions read table row position + offset (RoBERTa, BART: 2)
+    position_ids: PositionIds = PositionIds.DEFAULT
+    # Encoder-decoders: the decoder has its own position table and embedding norm (sharing the tokens)
+    per_stack_embedding: bool = False
+    lm_head_bias: bool = False  # a bias on the logits (BART/Marian final_logits_bias)
+    rope_scaling: RopeScaling | None = None
     name: str = field(default="fastattn", compare=False)
 
     def __post_init__(self) -> None:
         if not self.encoder_layers and not self.decoder_layers:
             raise ValueError("a model needs encoder_layers, decoder_layers or both")
+        for name in ("vocab_size", "d_model", "num_heads", "kv_heads", "ffn_dim", "max_positions"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
         if self.d_model % self.num_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
         if self.num_heads % self.kv_heads:
             raise ValueError(f"kv_heads ({self.kv_heads}) must divide num_heads ({self.num_heads})")
         if self.positions is Positions.ROTARY and self.head_size % 2:
             raise ValueError("rotary positions need an even head size")
+        if self.rope_scaling is not None and self.positions is not Positions.ROTARY:
+            raise ValueError("rope_scaling goes with rotary positions")
+        if self.position_offset < 0 or self.position_offset >= self.max_positions:
+            raise ValueError(f"position_offset {self.position_offset} must be in [0, max_positions)")
+        if self.per_stack_embedding and self.arch is not Arch.ENCODER_DECODER:
+            raise ValueError("per_stack_embedding is for encoder-decoders")
 
     @property
     def arch(self) -> Arch:
@@ -177,6 +220,17 @@ class ModelConfig:
     def head_size(self) -> int:
         return self.d_model // self.num_heads
 
+    @property
+    def biases(self) -> tuple[bool, bool, bool]:
+        """Whether the (qkv, attention output, feed-forward) projections have biases."""
+        pick = lambda override: self.bias if override is None else override  # noqa: E731
+        return pick(self.qkv_bias), pick(self.out_bias), pick(self.ffn_bias)
+
+    @property
+    def position_limit(self) -> int | None:
+        """The longest sequence a learned position table takes (None: rotary, unbounded)."""
+        return self.max_positions - self.position_offset if self.positions is Positions.LEARNED else None
+
     def replace(self, **changes) -> ModelConfig:
         return replace(self, **changes)
 
@@ -187,6 +241,8 @@ class ModelConfig:
         for f in fields(self):
             if isinstance(d[f.name], Enum):
                 d[f.name] = d[f.name].value
+        if self.rope_scaling is not None:
+            d["rope_scaling"]["kind"] = self.rope_scaling.kind.value
         return d
 
     @classmethod
@@ -199,10 +255,14 @@ class ModelConfig:
         for key in ("encoder_layers", "decoder_layers"):
             if key in kwargs:
                 kwargs[key] = tuple(LayerAttention.parse(s) for s in kwargs[key])
-        enums = {"norm": Norm, "norm_position": NormPosition, "positions": Positions, "activation": Activation}
+        enums = {"norm": Norm, "norm_position": NormPosition, "positions": Positions, "activation": Activation,
+                 "position_ids": PositionIds}  # fmt: skip
         for key, enum in enums.items():
             if key in kwargs:
                 kwargs[key] = enum(kwargs[key])
+        if kwargs.get("rope_scaling") is not None:
+            scaling = dict(kwargs["rope_scaling"])
+            kwargs["rope_scaling"] = RopeScaling(**{**scaling, "kind": RopeKind(scaling["kind"])})
         return cls(**kwargs)
 
 

@@ -7,7 +7,8 @@ from torch import nn
 
 from fastattn.attention.op import attention
 from fastattn.attention.spec import AttentionSpec
-from fastattn.models.config import Activation, ModelConfig, Norm, NormPosition
+from fastattn.models.config import Activation, ModelConfig, Norm, NormPosition, RopeScaling
+from fastattn.models.rope import inverse_frequencies
 
 KV = tuple[torch.Tensor, torch.Tensor]
 
@@ -21,10 +22,9 @@ def make_norm(cfg: ModelConfig) -> nn.Module:
 class Rotary(nn.Module):
     """Rotary position embedding (rotate-half convention) for given integer positions."""
 
-    def __init__(self, head_size: int, theta: float):
+    def __init__(self, head_size: int, theta: float, scaling: RopeScaling | None = None):
         super().__init__()
-        inv_freq = 1.0 / theta ** (torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("inv_freq", inverse_frequencies(head_size, theta, scaling), persistent=False)
 
     def forward(self, positions: torch.Tensor) -> KV:
         """positions (B, S) -> cos, sin of shape (B, S, 1, head_size)."""
@@ -50,10 +50,11 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.spec = spec
         d, hd = cfg.d_model, cfg.head_size
-        self.q_proj = nn.Linear(d, spec.num_heads * hd, bias=cfg.bias)
-        self.k_proj = nn.Linear(d, spec.kv_num_heads * hd, bias=cfg.bias)
-        self.v_proj = nn.Linear(d, spec.kv_num_heads * hd, bias=cfg.bias)
-        self.out_proj = nn.Linear(spec.num_heads * hd, d, bias=cfg.bias)
+        qkv_bias, out_bias, _ = cfg.biases
+        self.q_proj = nn.Linear(d, spec.num_heads * hd, bias=qkv_bias)
+        self.k_proj = nn.Linear(d, spec.kv_num_heads * hd, bias=qkv_bias)
+        self.v_proj = nn.Linear(d, spec.kv_num_heads * hd, bias=qkv_bias)
+        self.out_proj = nn.Linear(spec.num_heads * hd, d, bias=out_bias)
 
     def forward(
         self, x: torch.Tensor, rope: KV | None, key_mask: torch.Tensor | None, past: KV | None
@@ -72,10 +73,11 @@ class CrossAttention(nn.Module):
         super().__init__()
         self.spec = AttentionSpec(cfg.num_heads, cfg.kv_heads)
         d, hd = cfg.d_model, cfg.head_size
-        self.q_proj = nn.Linear(d, cfg.num_heads * hd, bias=cfg.bias)
-        self.k_proj = nn.Linear(d, cfg.kv_heads * hd, bias=cfg.bias)
-        self.v_proj = nn.Linear(d, cfg.kv_heads * hd, bias=cfg.bias)
-        self.out_proj = nn.Linear(cfg.num_heads * hd, d, bias=cfg.bias)
+        qkv_bias, out_bias, _ = cfg.biases
+        self.q_proj = nn.Linear(d, cfg.num_heads * hd, bias=qkv_bias)
+        self.k_proj = nn.Linear(d, cfg.kv_heads * hd, bias=qkv_bias)
+        self.v_proj = nn.Linear(d, cfg.kv_heads * hd, bias=qkv_bias)
+        self.out_proj = nn.Linear(cfg.num_heads * hd, d, bias=out_bias)
 
     def project(self, memory: torch.Tensor) -> KV:
         return self.k_proj(memory), self.v_proj(memory)
@@ -85,15 +87,25 @@ class CrossAttention(nn.Module):
         return self.out_proj(out)
 
 
+ACTIVATIONS = {
+    Activation.GELU: nn.GELU,
+    Activation.GELU_TANH: lambda: nn.GELU(approximate="tanh"),
+    Activation.RELU: nn.ReLU,
+    Activation.SILU: nn.SiLU,
+    Activation.SWIGLU: nn.SiLU,  # gated: silu(gate) * up
+}
+
+
 class FeedForward(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.gated = cfg.activation is Activation.SWIGLU
+        bias = cfg.biases[2]
         if self.gated:
-            self.gate_proj = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=cfg.bias)
-        self.up_proj = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=cfg.bias)
-        self.down_proj = nn.Linear(cfg.ffn_dim, cfg.d_model, bias=cfg.bias)
-        self.act = {Activation.GELU: nn.GELU(), Activation.RELU: nn.ReLU(), Activation.SWIGLU: nn.SiLU()}[cfg.activation]
+            self.gate_proj = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=bias)
+        self.up_proj = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=bias)
+        self.down_proj = nn.Linear(cfg.ffn_dim, cfg.d_model, bias=bias)
+        self.act = ACTIVATIONS[cfg.activation]()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gated:

@@ -2,7 +2,10 @@
 
 Masks follow one convention everywhere: (B, L) with 1 = a real token, 0 = padding, over
 every key position (past + new for decoders). Decoder positions come from the mask
-(``cumsum - 1``), so left-padded batches get the same positions as unpadded rows.
+(``cumsum - 1``), so left-padded batches get the same positions as unpadded rows;
+encoder positions count slots. ``ModelConfig.position_ids`` changes that for models whose
+positions are defined otherwise (RoBERTa counts tokens in encoders too, BART counts slots
+in decoders too).
 """
 
 from __future__ import annotations
@@ -11,24 +14,33 @@ import torch
 from torch import nn
 
 from fastattn.models import cache
-from fastattn.models.config import Arch, ModelConfig, NormPosition, Positions
+from fastattn.models.config import Arch, ModelConfig, NormPosition, PositionIds, Positions
 from fastattn.models.layers import KV, Rotary, TransformerLayer, make_norm
 
 
 class Embedding(nn.Module):
-    """Token embedding plus learned positions, or rotary angles for the attention layers."""
+    """Token embedding (times ``embedding_scale``) plus learned positions (table row position +
+    ``position_offset``) or rotary angles for the attention layers; then the embedding norm, if any."""
 
     def __init__(self, cfg: ModelConfig, tokens: nn.Embedding):
         super().__init__()
         self.tokens = tokens
         self.learned = nn.Embedding(cfg.max_positions, cfg.d_model) if cfg.positions is Positions.LEARNED else None
-        self.rotary = Rotary(cfg.head_size, cfg.rope_theta) if cfg.positions is Positions.ROTARY else None
+        rotary = cfg.positions is Positions.ROTARY
+        self.rotary = Rotary(cfg.head_size, cfg.rope_theta, cfg.rope_scaling) if rotary else None
+        self.norm = make_norm(cfg) if cfg.embedding_norm else None
+        self.scale, self.offset = cfg.embedding_scale, cfg.position_offset
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, KV | None]:
         x = self.tokens(ids)
+        if self.scale != 1.0:
+            x = x * self.scale
+        rope = None
         if self.learned is not None:
-            return x + self.learned(positions), None
-        return x, self.rotary(positions)
+            x = x + self.learned(positions + self.offset if self.offset else positions)
+        else:
+            rope = self.rotary(positions)
+        return (x if self.norm is None else self.norm(x)), rope
 
 
 class Stack(nn.Module):
@@ -67,10 +79,15 @@ class Stack(nn.Module):
         return self.final_norm(x), presents
 
 
-def decoder_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, past_length: int) -> torch.Tensor:
-    """Positions of the new tokens: from the mask when given (left padding), else past_length + arange."""
+def decoder_positions(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, past_length: int, slots: bool = False
+) -> torch.Tensor:
+    """Positions of the new tokens: from the mask when given (left padding), else past_length + arange.
+    ``slots``: count slots, padding included (the cache length from the mask's width, then arange)."""
     S = input_ids.shape[1]
-    if attention_mask is None:
+    if slots and attention_mask is not None:
+        past_length = attention_mask.shape[1] - S
+    if attention_mask is None or slots:
         return torch.arange(past_length, past_length + S, device=input_ids.device).expand(input_ids.shape[0], S)
     # cumsum(mask)[:, -S:] - 1, without a (B, past+S) intermediate: a decode step's work and
     # memory must not grow with the sequence (ORT's arena grew 20 MB over 8k steps with one)
@@ -78,6 +95,14 @@ def decoder_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor | No
     new = mask[:, mask.shape[1] - S :]
     before = mask.sum(-1, keepdim=True) - new.sum(-1, keepdim=True)
     return (before + new.cumsum(-1) - 1).clamp(min=0)
+
+
+def encoder_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, tokens: bool) -> torch.Tensor:
+    """Slots 0..S-1, or with ``tokens`` the mask's tokens counted (padding left out, clamped at 0)."""
+    B, S = input_ids.shape
+    if tokens and attention_mask is not None:
+        return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    return torch.arange(S, device=input_ids.device).expand(B, S)
 
 
 def _past_length(stack: Stack, attention_mask: torch.Tensor | None, past: list[KV] | None) -> int:
@@ -105,6 +130,13 @@ def _past_length(stack: Stack, attention_mask: torch.Tensor | None, past: list[K
     return max(lengths)
 
 
+def _positions(cfg: ModelConfig, stack: Stack, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+               past: list[KV] | None) -> torch.Tensor:  # fmt: skip
+    """Positions of a decoder's new tokens, as the config counts them."""
+    slots = cfg.position_ids is PositionIds.SLOTS
+    return decoder_positions(input_ids, attention_mask, _past_length(stack, attention_mask, past), slots)
+
+
 class FastAttnModel(nn.Module):
     """Base of the family; ``FastAttnModel.from_config(cfg)`` builds the right architecture."""
 
@@ -125,7 +157,7 @@ class FastAttnModel(nn.Module):
         return self
 
     def _lm_head(self, tokens: nn.Embedding) -> nn.Linear:
-        head = nn.Linear(self.config.d_model, self.config.vocab_size, bias=False)
+        head = nn.Linear(self.config.d_model, self.config.vocab_size, bias=self.config.lm_head_bias)
         if self.config.tie_embeddings:
             head.weight = tokens.weight
         return head
@@ -143,9 +175,8 @@ class EncoderModel(FastAttnModel):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, ...]:
-        B, S = input_ids.shape
-        positions = torch.arange(S, device=input_ids.device).expand(B, S)
-        x, rope = self.embed(input_ids, positions)
+        tokens = self.config.position_ids is PositionIds.TOKENS
+        x, rope = self.embed(input_ids, encoder_positions(input_ids, attention_mask, tokens))
         hidden, _ = self.encoder(x, rope, attention_mask)
         if self.classifier is None:
             return (hidden,)
@@ -168,7 +199,7 @@ class DecoderModel(FastAttnModel):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, past: list[KV] | None = None
     ) -> tuple[torch.Tensor, list[KV]]:
-        x, rope = self.embed(input_ids, decoder_positions(input_ids, attention_mask, _past_length(self.decoder, attention_mask, past)))
+        x, rope = self.embed(input_ids, _positions(self.config, self.decoder, input_ids, attention_mask, past))
         hidden, presents = self.decoder(x, rope, attention_mask, past)
         return self.lm_head(hidden), presents
 
@@ -187,10 +218,12 @@ class EncoderDecoderModel(FastAttnModel):
         self.encoder = Stack(cfg, cfg.encoder_layers, causal=False)
         self.decoder = Stack(cfg, cfg.decoder_layers, causal=True, cross=True)
         self.lm_head = self._lm_head(tokens)
+        # the decoder's own positions and embedding norm (BART), sharing the token embedding
+        self.decoder_embed = Embedding(cfg, tokens) if cfg.per_stack_embedding else None
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        B, S = input_ids.shape
-        x, rope = self.embed(input_ids, torch.arange(S, device=input_ids.device).expand(B, S))
+        tokens = self.config.position_ids is PositionIds.TOKENS
+        x, rope = self.embed(input_ids, encoder_positions(input_ids, attention_mask, tokens))
         return self.encoder(x, rope, attention_mask)[0]
 
     def cross_kv(self, memory: torch.Tensor) -> list[KV]:
@@ -204,7 +237,8 @@ class EncoderDecoderModel(FastAttnModel):
         attention_mask: torch.Tensor | None = None,
         past: list[KV] | None = None,
     ) -> tuple[torch.Tensor, list[KV]]:
-        x, rope = self.embed(input_ids, decoder_positions(input_ids, attention_mask, _past_length(self.decoder, attention_mask, past)))
+        embed = self.decoder_embed if self.decoder_embed is not None else self.embed
+        x, rope = embed(input_ids, _positions(self.config, self.decoder, input_ids, attention_mask, past))
         hidden, presents = self.decoder(x, rope, attention_mask, past, memory_kv, encoder_attention_mask)
         return self.lm_head(hidden), presents
 

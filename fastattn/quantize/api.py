@@ -26,8 +26,8 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from fastattn.errors import InputError
-from fastattn.exporter.package import EXTERNAL_DATA_THRESHOLD  # weights above it go to <name>.data
-from fastattn.quantize import dynamic, fp16, int4, static
+from fastattn.onnx_files import EXTERNAL_DATA_THRESHOLD  # weights above it go to <name>.data
+from fastattn.quantize.modes import MODES
 from fastattn.quantize.options import Job, Mode, QuantOptions, QuantResult, WeightSite
 from fastattn.quantize.sites import WEIGHT_OPS, as_ir, protected_nodes, select, weight_sites
 
@@ -72,9 +72,10 @@ def quantize_file(
         prepared = workdir / "input.onnx"
         _type_site_values(model, chosen)
         _save(model, prepared, external)
-        job = Job(prepared, workdir / dst.name, chosen, others, options, workdir, external)
+        job = Job(prepared, workdir / dst.name, chosen, others, options, workdir, external, calibration,
+                  tuple(sorted(kept)))  # fmt: skip
         with _quiet_tools():
-            tool_kept, settings = _run(job, calibration, sorted(kept))
+            tool_kept, settings = _run(job)
         kept.update(tool_kept)
         output = as_ir(job.dst)
         _check_unchanged(before, protected_nodes(output), options.mode)
@@ -89,7 +90,7 @@ def quantize_file(
         kept=[(s, kept[s.node]) for s in sites if s.node in kept],
         size_before=size_before,
         size_after=_size(dst),
-        settings={"provider": options.provider, **settings},
+        settings={"target": options.target.value, **settings},
         ops=ops,
     )
     log.info(
@@ -104,19 +105,12 @@ def quantize_file(
     return result
 
 
-def _run(job: Job, calibration: Iterable[dict[str, np.ndarray]] | None, keep: list[str]) -> tuple[dict, dict]:
+def _run(job: Job) -> tuple[dict, dict]:
     """The mode's onnxruntime tool on ``job``: (sites it left float -> reason, settings)."""
-    mode = job.options.mode
     if not job.sites:
         _save(ir.load(job.src), job.dst, job.external)  # external data is named after the graph file
         return {}, {"note": "no weight site to quantize: the model is copied unchanged"}
-    if mode is Mode.INT8:
-        return dynamic.quantize(job)
-    if mode is Mode.INT8_STATIC:
-        return static.quantize(job, calibration)
-    if mode is Mode.INT4:
-        return int4.quantize(job)
-    return fp16.quantize(job, keep)
+    return MODES[job.options.mode].tool(job)
 
 
 class _DropAdvice(logging.Filter):
@@ -167,7 +161,7 @@ def _check_unchanged(before: dict, after: dict, mode: Mode) -> None:
     """Attention nodes and activation MatMuls must survive as they were (fp16 may rename their inputs)."""
     for name, (domain, op_type, inputs) in before.items():
         now = after.get(name)
-        if now is None or now[:2] != (domain, op_type) or (mode is not Mode.FP16 and now[2] != inputs):
+        if now is None or now[:2] != (domain, op_type) or (not MODES[mode].renames_inputs and now[2] != inputs):
             raise RuntimeError(
                 f"{mode.value} quantization changed protected node {name!r} ({op_type}): {now}"
             )

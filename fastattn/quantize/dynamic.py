@@ -25,7 +25,11 @@ from pathlib import Path
 
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from fastattn.quantize.options import Job
+from fastattn.quantize.base import ModeSpec
+from fastattn.quantize.gates import INT8_GATE
+from fastattn.quantize.options import Job, Mode
+from fastattn.runtime.manifest import Precision
+from fastattn.targets import Int8Format
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +79,8 @@ def quantize(job: Job) -> tuple[dict[str, str], dict]:
         "reduce_range": narrow,
         "reduce_range_reason": why,
     }
-    if job.options.provider == "openvino":
-        settings["note"] = (
-            "OpenVINO EP runs MatMulInteger slower than the float model; int8-static (QDQ) is its format"
-        )
+    if job.options.target.spec.int8 is not Int8Format.DYNAMIC:
+        settings["note"] = job.options.target.spec.note
     quantize_dynamic(
         job.src,
         job.dst,
@@ -95,3 +97,6 @@ def quantize(job: Job) -> tuple[dict[str, str], dict]:
         },
     )
     return kept, settings
+
+
+MODE = ModeSpec(Mode.INT8, Precision.INT8, INT8_GATE, quantize)

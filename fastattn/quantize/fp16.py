@@ -32,17 +32,20 @@ import onnx
 from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
 from fastattn.attention.onnx_function import DOMAIN
-from fastattn.quantize.options import Job
+from fastattn.quantize.base import ModeSpec
+from fastattn.quantize.gates import Gate
+from fastattn.quantize.options import Job, Mode
+from fastattn.runtime.manifest import Precision
 
 log = logging.getLogger(__name__)
 
 
-def quantize(job: Job, keep_float: list[str]) -> tuple[dict[str, str], dict]:
+def quantize(job: Job) -> tuple[dict[str, str], dict]:
     """Convert ``job.src`` to float16 but for ``keep_float`` nodes; returns ({}, settings)."""
     model = onnx.load(job.src)
     _constants_as_tensors(model.graph)
     calls = [n.name for n in model.graph.node if n.domain == DOMAIN]
-    blocked = sorted({*keep_float, *calls})
+    blocked = sorted({*job.keep, *calls})
     present = {n.op_type for n in model.graph.node}
     converted = convert_float_to_float16(
         model, keep_io_types=True, op_block_list=DEFAULT_OP_BLOCK_LIST, node_block_list=blocked
@@ -65,7 +68,7 @@ def quantize(job: Job, keep_float: list[str]) -> tuple[dict[str, str], dict]:
         "float_nodes_reason": "keep_float, and fastattn function calls (attention math kept in float32)",
         "float_ops": sorted(present & set(DEFAULT_OP_BLOCK_LIST)),  # onnxruntime's default block list
     }
-    if job.options.provider != "cuda":
+    if not job.options.target.spec.fp16_compute:
         settings["note"] = (
             "fp16 is meant for CUDA: the CPU EP computes most float16 ops in float32 through inserted Casts"
         )
@@ -95,3 +98,7 @@ def _constants_as_tensors(graph: onnx.GraphProto) -> None:
             del node.attribute[i]
             node.attribute.append(onnx.helper.make_attribute("value", tensor))
             break
+
+
+MODE = ModeSpec(Mode.FP16, Precision.FP16, Gate(max_ppl_increase=0.001, min_cosine=0.9999, max_accuracy_drop=0.001),
+                quantize, renames_inputs=True)  # fmt: skip

@@ -7,7 +7,8 @@ constant B it meets unless excluded: every MatMul that is not a chosen site is t
 passed in ``nodes_to_exclude`` (its ``nodes_to_include`` adds to the MatMul op type, it
 does not restrict). Gemm sites stay float (the default algorithm takes MatMul and Gather).
 
-``accuracy_level`` picks MatMulNBits' compute type. Left unset it is chosen per provider:
+``accuracy_level`` picks MatMulNBits' compute type. Left unset it is chosen per target
+(``fastattn.targets``):
 
 - cpu: 4, int8 compute: activations are quantized per block to int8 and multiplied with
   integer (VNNI/AVX512) kernels; levels 0/1 unpack the weights to fp32 first. Measured on
@@ -29,7 +30,10 @@ import logging
 import onnx
 from onnxruntime.quantization import QuantFormat
 
-from fastattn.quantize.options import Job
+from fastattn.quantize.base import ModeSpec
+from fastattn.quantize.gates import Gate
+from fastattn.quantize.options import Job, Mode
+from fastattn.runtime.manifest import Precision
 
 log = logging.getLogger(__name__)
 
@@ -49,25 +53,15 @@ def _import_quantizer() -> type:
 
 MatMulNBitsQuantizer = _import_quantizer()
 
-LEVELS = {
-    "cpu": (
-        4,
-        "int8 compute (activations quantized per block): MLAS' integer kernels are the fastest on CPU",
-    ),
-    "cuda": (0, "left unset: the level selects CPU kernels; CUDA computes in the activations' float type"),
-    "openvino": (0, "QDQ format for OpenVINO EP (no com.microsoft ops): no MatMulNBits, no accuracy level"),
-}
-
-
 def quantize(job: Job) -> tuple[dict[str, str], dict]:
     """Quantize ``job.sites`` to 4 bits; returns (sites kept float -> reason, settings)."""
     options = job.options
     kept = {
         s.node: "Gemm: MatMulNBitsQuantizer takes MatMul only" for s in job.sites if s.op_type != "MatMul"
     }
-    qdq = options.provider == "openvino"
+    qdq = options.target.spec.int4_qdq
     if options.accuracy_level is None:
-        level, why = LEVELS[options.provider]
+        level, why = options.target.spec.int4_accuracy_level
     else:
         level, why = options.accuracy_level, "given"
     exclude = list(job.others) + list(kept)
@@ -94,3 +88,7 @@ def quantize(job: Job) -> tuple[dict[str, str], dict]:
         "accuracy_level_reason": why,
     }
     return kept, settings
+
+
+MODE = ModeSpec(Mode.INT4, Precision.INT4, Gate(max_ppl_increase=0.03, min_cosine=0.99, max_accuracy_drop=0.03),
+                quantize)  # fmt: skip

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+import numpy as np
+
 from fastattn.errors import InputError
+from fastattn.targets import Target
 
 
 class Mode(str, Enum):
@@ -26,9 +30,6 @@ class CalibrationMethod(str, Enum):
     PERCENTILE = "percentile"
 
 
-PROVIDERS = ("cpu", "cuda", "openvino")
-
-
 @dataclass(frozen=True)
 class QuantOptions:
     mode: Mode
@@ -40,7 +41,7 @@ class QuantOptions:
     calibration_method: CalibrationMethod = CalibrationMethod.MINMAX
     calibration_batches: int = 16  # int8-static: at most this many batches are run
     keep_float: tuple[str, ...] = ()  # node names, weight initializer names or module-path prefixes
-    provider: str = "cpu"  # the execution provider the model is quantized for: cpu | cuda | openvino
+    target: Target = Target.CPU  # what the model is lowered for: its provider decides the format
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", Mode(self.mode))
@@ -60,10 +61,7 @@ class QuantOptions:
             raise InputError(
                 f"calibration_batches is {self.calibration_batches}", "use at least 1 (default 16)"
             )
-        if self.provider not in PROVIDERS:
-            raise InputError(
-                f"unknown provider {self.provider!r} for quantization", f"use one of {', '.join(PROVIDERS)}"
-            )
+        object.__setattr__(self, "target", self.target if isinstance(self.target, Target) else Target.parse(self.target))
 
 
 @dataclass
@@ -119,3 +117,5 @@ class Job:
     options: QuantOptions
     workdir: Path
     external: bool  # write weights as external data (``<dst name>.data``)
+    calibration: Iterable[dict[str, np.ndarray]] | None = None  # int8-static: feeds, one batch at a time
+    keep: tuple[str, ...] = ()  # node names kept in float (fp16 blocks them)

@@ -25,6 +25,7 @@ import onnx_ir as ir
 
 from fastattn.attention.onnx_function import DOMAIN
 from fastattn.errors import InputError
+from fastattn.onnx_names import module_path
 from fastattn.quantize.options import WeightSite
 
 WEIGHT_OPS = ("MatMul", "Gemm")
@@ -53,15 +54,6 @@ def as_ir(model: ModelLike) -> ir.Model:
         return ir.serde.deserialize_model(model)
     return ir.load(Path(model))
 
-
-def module_path(node: ir.Node) -> str:
-    """The PyTorch module a node came from (see :func:`fastattn.exporter.capture.module_path`), else its name.
-
-    Repeated here so that quantizing an export does not import torch."""
-    scopes = node.metadata_props.get("pkg.torch.onnx.name_scopes", "")
-    names = [s.strip(" '") for s in scopes.strip("[]").split(",") if s.strip(" '")]
-    path = names[-2] if len(names) >= 2 else (node.name or "")
-    return path.removeprefix("model.")
 
 
 def weight_sites(model: ModelLike) -> list[WeightSite]:

@@ -20,21 +20,23 @@ no Q/DQ (the QDQ quantizer does not enter subgraphs or functions).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 
-import numpy as np
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_static, save_tensors_data
 
 from fastattn.errors import InputError
+from fastattn.quantize.base import ModeSpec
 from fastattn.quantize.calibration import ORT_METHODS, collect_ranges
 from fastattn.quantize.dynamic import reduce_range
-from fastattn.quantize.options import Job
+from fastattn.quantize.gates import INT8_GATE
+from fastattn.quantize.options import Job, Mode
+from fastattn.runtime.manifest import Precision
 
 log = logging.getLogger(__name__)
 
 
-def quantize(job: Job, calibration: Iterable[dict[str, np.ndarray]] | None) -> tuple[dict[str, str], dict]:
+def quantize(job: Job) -> tuple[dict[str, str], dict]:
     """Calibrate, then quantize ``job.sites``; returns (sites kept float -> reason, settings)."""
+    calibration = job.calibration
     if calibration is None:
         raise InputError("int8-static needs calibration data", "pass an .npz of sample inputs, or use int8")
     options = job.options
@@ -84,3 +86,6 @@ def quantize(job: Job, calibration: Iterable[dict[str, np.ndarray]] | None) -> t
         "calibration_batches": used,
     }
     return {}, settings
+
+
+MODE = ModeSpec(Mode.INT8_STATIC, Precision.INT8, INT8_GATE, quantize, calibrated=True)

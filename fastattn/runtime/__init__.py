@@ -14,7 +14,7 @@ from fastattn.runtime.providers import Provider, ProviderInfo, available_provide
 from fastattn.runtime.providers import resolve as resolve_providers
 from fastattn.runtime.samples import sample_inputs
 from fastattn.runtime.session import ExportedModel, GraphSession, SessionConfig, check_inputs, load
-from fastattn.runtime.tokenizer import ByteTokenizer, load_tokenizer
+from fastattn.runtime.tokenizer import ByteTokenizer, HFTokenizer, load_tokenizer
 
 __all__ = [
     "ByteTokenizer",
@@ -23,6 +23,7 @@ __all__ = [
     "Generation",
     "GraphEntry",
     "GraphSession",
+    "HFTokenizer",
     "Manifest",
     "Provider",
     "ProviderInfo",

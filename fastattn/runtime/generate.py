@@ -29,6 +29,7 @@ What it does, step by step:
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,8 +38,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnxruntime as ort
 
-from fastattn.errors import InputError
-from fastattn.runtime.manifest import GraphEntry, TensorSpec
+from fastattn.errors import InputError, RunError
+from fastattn.runtime.manifest import Arch, GraphEntry, TensorSpec
+from fastattn.runtime.ort_errors import ORT_ERRORS, run_error
 
 if TYPE_CHECKING:
     from fastattn.runtime.session import ExportedModel
@@ -61,8 +63,10 @@ class Sampling:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise InputError(f"temperature must be >= 0, got {self.temperature}", "pass 0 (greedy) or more")
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):  # NaN compares false both ways
+            raise InputError(f"temperature must be a number >= 0, got {self.temperature}", "pass 0 (greedy) or more")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int):
+            raise InputError(f"top_k must be an integer, got {self.top_k!r}", "pass 0 (all tokens) or a count")
         if self.top_k < 0:
             raise InputError(f"top_k must be >= 0, got {self.top_k}", "pass 0 (all tokens) or a positive count")
         if not 0 < self.top_p <= 1:
@@ -99,38 +103,49 @@ def generate(
     prompt_ids: Sequence[int] | Sequence[Sequence[int]] | np.ndarray,
     max_new_tokens: int = 32,
     sampling: Sampling = Sampling(),
-    stop_ids: Sequence[int] = (),
+    stop_ids: Sequence[int] | None = None,
     on_step: StepCallback | None = None,
-    pad_id: int = 0,
+    pad_id: int | None = None,
     decoder_start: int | None = None,
 ) -> Generation:
     """Generate up to ``max_new_tokens`` tokens after each prompt (one prompt or a list of them).
 
     For encoder-decoders the prompts are the encoder input and the decoder starts from
-    ``decoder_start`` (None: each prompt's last token, the convention of ``fastattn train seq2seq``).
+    ``decoder_start``. Defaults come from the manifest of a Hugging Face model (``hf``: its EOS
+    ids stop a row, its pad id pads, its decoder_start_token_id starts the decoder); otherwise
+    nothing stops a row but ``max_new_tokens``, rows are padded with 0, and the decoder starts
+    from each prompt's last token (the convention of ``fastattn train seq2seq``).
     """
+    hf = model.manifest.hf
+    if stop_ids is None:
+        stop_ids = hf.eos_token_ids if hf is not None else ()
+    if pad_id is None:
+        pad_id = hf.pad_token_id if hf is not None and hf.pad_token_id is not None else 0
+    if decoder_start is None and hf is not None:
+        decoder_start = hf.decoder_start_token_id
     arch = model.manifest.arch
-    if arch not in ("decoder", "encoder_decoder"):
-        raise InputError(f"this export is an {arch}, it cannot generate", "export a decoder or encoder-decoder")
+    if not arch.generates:
+        raise InputError(f"this export is {'a foreign module' if arch is Arch.MODULE else 'an ' + arch}, it cannot generate",
+                         "export a decoder or an encoder-decoder")  # fmt: skip
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}", "pass 1 or more")
     prompts = _prompts(prompt_ids)
-    dec_entry = model.manifest.graph("model" if arch == "decoder" else "decoder")
+    dec_entry = model.manifest.graph("model" if arch is Arch.DECODER else "decoder")
     vocab = _vocab(dec_entry)
     for value, what in [(pad_id, "pad_id"), *((s, "stop id") for s in stop_ids), (decoder_start, "decoder_start")]:
         if value is not None and not 0 <= value < vocab:
             raise InputError(f"{what} {value} is outside the vocabulary [0, {vocab})", "pass a valid token id")
     for row, prompt in enumerate(prompts):
         if any(not 0 <= t < vocab for t in prompt):
-            raise InputError(f"prompt {row} has token ids outside [0, {vocab})", "pass ids of this model's vocabulary")
-    _check_length(model, prompts, max_new_tokens, arch)
-
+            raise InputError(f"prompt {row} has token ids outside the vocabulary [0, {vocab})",
+                             "pass ids of this model's vocabulary")  # fmt: skip
     buffer = model.manifest.kv_buffer
     if buffer is not None:
-        _check_buffer(prompts, max_new_tokens, int(buffer["max_length"]))
+        _check_buffer(prompts, max_new_tokens, buffer.max_length)
+    _check_length(model, prompts, max_new_tokens, arch)
     run = _Run(model, dec_entry, sampling, set(stop_ids), pad_id, max_new_tokens, on_step)
     start = time.perf_counter()
-    if arch == "decoder":
+    if arch is Arch.DECODER:
         # the shared buffer follows GQA's convention: rows right-padded, each row's new tokens
         # written at its own length (seqlens from the mask); the prompt's logits are read per row
         ids, mask = _pad(prompts, pad_id, left=buffer is None)
@@ -168,7 +183,7 @@ class _Run:
         self.prompt_last: np.ndarray | None = None
         self.vocab = _vocab(entry)
         self.logits: np.ndarray | None = None  # the decode steps' logits buffer (batch, 1, vocab)
-        self.alive: dict[str, np.ndarray] = {}  # arrays bound as inputs: ORT reads them at run time
+        self.alive: dict[str, object] = {}  # arrays (and OrtValues) bound as inputs: ORT reads them at run time
 
     def bind(self, name: str, array: np.ndarray) -> None:
         self.alive[name] = array
@@ -191,7 +206,8 @@ class _Run:
         specs = {s.name: s for s in self.entry.inputs}
         for pair in self.entry.cache:
             spec = specs[pair.past]
-            array = np.zeros((batch, spec.shape[1], length, spec.shape[3]), spec.dtype)
+            heads, size = int(spec.shape[1]), int(spec.shape[3])  # fixed dims of a cache: kv heads, head size
+            array = np.zeros((batch, heads, length, size), spec.dtype)
             value = ort.OrtValue.ortvalue_from_numpy(array)
             self.alive[pair.past] = (array, value)
             self.c_binding.bind_ortvalue_input(pair.past, value._ortvalue)
@@ -238,6 +254,7 @@ class _Run:
                 binding.bind_output("logits", self.cpu)
             self.session._sess.run_with_iobinding(binding, None)
             if decode:
+                assert self.logits is not None
                 return self.logits[:, -1, :]
             return binding.get_outputs()[0].numpy()[np.arange(ids.shape[0]), self.prompt_last, :]
         binding.clear_binding_outputs()
@@ -248,13 +265,15 @@ class _Run:
                 binding.bind_output(name, self.cpu)
         self.session._sess.run_with_iobinding(binding, None)
         values = binding.get_outputs()
-        logits, self.presents = None, []
+        logits: np.ndarray | None = None
+        self.presents = []
         for i, name in enumerate(self.outputs):
             if name == "logits":
-                logits = self.logits[:, -1, :] if decode else values[i].numpy()[:, -1, :]
+                logits = self.logits[:, -1, :] if decode and self.logits is not None else values[i].numpy()[:, -1, :]
             elif name in self.cache:
                 binding.bind_ortvalue_input(self.cache[name], values[i])
                 self.presents.append(values[i])
+        assert logits is not None, "the graph has a logits output (checked against the manifest)"
         return logits
 
     def cache_bytes(self) -> int:
@@ -269,7 +288,13 @@ class _Run:
         steps = 0
         prefill_end = start
         for step in range(self.max_new):
-            logits = self.step(ids, mask)
+            try:
+                logits = self.step(ids, mask)
+            except MemoryError as e:
+                raise RunError(f"generation ran out of memory at step {step} ({batch} rows)",
+                               "generate fewer rows or tokens at once") from e  # fmt: skip
+            except ORT_ERRORS as e:
+                raise run_error(self.entry.name, e, {"input_ids": ids, "attention_mask": mask}) from e
             steps += 1
             if step == 0:
                 prefill_end = time.perf_counter()
@@ -361,19 +386,18 @@ def _check_buffer(prompts: list[list[int]], max_new: int, max_length: int) -> No
         )
 
 
-def _check_length(model, prompts: list[list[int]], max_new: int, arch: str) -> None:
-    """A model with learned positions cannot go past its table: one clear error before any run."""
-    config = model.manifest.config or {}
-    if config.get("positions") != "learned":
+def _check_length(model, prompts: list[list[int]], max_new: int, arch: Arch) -> None:
+    """A model with a position limit (a learned position table) cannot go past it: one clear error first."""
+    limit = model.manifest.max_length
+    if limit is None:
         return
-    limit = int(config["max_positions"])
     longest = max(len(p) for p in prompts)
-    if arch == "decoder" and longest + max_new > limit:
+    if arch is Arch.DECODER and longest + max_new > limit:
         raise InputError(
             f"prompt of {longest} tokens + {max_new} new tokens is longer than the model's {limit} positions",
             f"pass at most {max(limit - longest, 0)} new tokens or a shorter prompt",
         )
-    if arch == "encoder_decoder" and (longest > limit or 1 + max_new > limit):
+    if arch is Arch.ENCODER_DECODER and (longest > limit or 1 + max_new > limit):
         raise InputError(
             f"prompt of {longest} tokens or 1 + {max_new} decoder tokens is longer than the model's {limit} positions",
             f"keep the prompt and max_new_tokens under {limit}",

@@ -7,7 +7,8 @@ many kernels ran there, and lists every node that fell back.
 
 It is also a worker: a provider may live in another Python environment (OpenVINO EP ships
 its own onnxruntime), so ``python -m fastattn.runtime.placement DIR --provider openvino``
-prints the result as JSON for the exporter to read. Needs only onnxruntime and numpy.
+prints the result as JSON for the exporter to read (``--manifest -`` reads the manifest from
+stdin: an export being staged has none on disk yet). Needs only onnxruntime and numpy.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import sys
 import tempfile
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -26,29 +27,20 @@ import onnxruntime as ort
 
 from fastattn.runtime.manifest import Manifest
 from fastattn.runtime.providers import resolve
+from fastattn.runtime.records import Placement
 from fastattn.runtime.samples import sample_inputs
 from fastattn.runtime.session import graph_dims
 
 SAMPLE_SIZES = {"batch": 1, "sequence": 8, "past_sequence": 4, "encoder_sequence": 8}
 
 
-@dataclass
-class Placement:
-    graph: str
-    requested: str  # the provider asked for first
-    providers: list[str]  # what the session uses
-    kernels: dict[str, int] = field(default_factory=dict)  # provider -> kernels run there
-    fallback: list[str] = field(default_factory=list)  # "op_type node_name" run elsewhere than requested
-    onnxruntime: str = ort.__version__
-
-    @property
-    def fell_back(self) -> bool:
-        return bool(self.fallback)
+__all__ = ["Placement", "placement"]
 
 
-def placement(directory: str | os.PathLike, provider: str, graph: str | None = None) -> list[Placement]:
+def placement(directory: str | os.PathLike, provider: str, graph: str | None = None,
+              manifest: Manifest | None = None) -> list[Placement]:  # fmt: skip
     """The placement of every graph (or the one named) of an export on ``provider``."""
-    manifest = Manifest.load(directory)
+    manifest = manifest or Manifest.load(directory)
     entries = [manifest.graph(graph)] if graph else manifest.graphs
     providers = resolve([provider])
     requested = providers[0] if isinstance(providers[0], str) else providers[0][0]
@@ -61,7 +53,7 @@ def placement(directory: str | os.PathLike, provider: str, graph: str | None = N
             options.enable_profiling = True
             options.profile_file_prefix = str(Path(tmp) / "profile")
             options.log_severity_level = 3
-            session = ort.InferenceSession(str(Path(directory) / entry.file), options, providers=providers)
+            session = ort.InferenceSession(str(manifest.path_of(directory, entry.file)), options, providers=providers)
             session.run(None, feeds)
             events = json.loads(Path(session.end_profiling()).read_text())
         kernels: Counter[str] = Counter()
@@ -83,11 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("directory")
     parser.add_argument("--provider", required=True)
     parser.add_argument("--graph", default=None)
+    parser.add_argument("--manifest", default=None, help="- reads the manifest (JSON) from stdin")
     args = parser.parse_args(argv)
     from fastattn.errors import FastAttnError
 
     try:
-        result = placement(args.directory, args.provider, args.graph)
+        manifest = Manifest.from_dict(json.loads(sys.stdin.read())) if args.manifest == "-" else None
+        result = placement(args.directory, args.provider, args.graph, manifest)
     except FastAttnError as e:
         print(json.dumps({"error": str(e)}))
         return e.exit_code

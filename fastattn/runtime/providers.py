@@ -144,8 +144,9 @@ def resolve(
         if ort_name not in out:
             out[ort_name] = options if options is not None else dict(info.options if info else {})
         for extra in info.also if info else ():
+            also = Provider.find(extra)
             if extra in have and extra not in out:
-                out[extra] = dict(Provider.find(extra).info.options)
+                out[extra] = dict(also.info.options) if also is not None else {}
     out.setdefault(CPU, {})
     return [(name, opts) if opts else name for name, opts in out.items()]
 

@@ -26,24 +26,18 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from fastattn.errors import InputError, LoadError
+from fastattn.errors import InputError, LoadError, RunError
 from fastattn.runtime import dims
 from fastattn.runtime import providers as eps
 from fastattn.runtime.generate import Generation, Sampling, StepCallback, generate
 from fastattn.runtime.manifest import Fill, GraphEntry, Manifest, TensorSpec
+from fastattn.runtime.ort_errors import ORT_ERRORS, fmt_sizes, run_error
 from fastattn.runtime.samples import sample_inputs
 
 logger = logging.getLogger(__name__)
 
 ProviderRequest = str | Sequence[str | tuple[str, Mapping[str, str]]]
-_ORT_LOAD_ERRORS = tuple(
-    getattr(ort_state, n)
-    for n in ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "InvalidProtobuf", "InvalidGraph",
-              "NotImplemented", "RuntimeException", "EPFail")
-    if hasattr(ort_state, n)
-)  # fmt: skip
 _UNTYPED = (list, tuple, int, float, bool)  # Python values: converted by value
 
 
@@ -215,7 +209,29 @@ def check_inputs(
             "pass every input",
         )
     feeds = {s.name: _as_array(s, inputs[s.name], cast) for s in specs}
-    return feeds, _bind_sizes(specs, feeds)
+    sizes = _bind_sizes(specs, feeds)
+    empty = [d for d, n in sizes.items() if n == 0 and not d.startswith("past")]
+    if empty:
+        raise InputError(f"graph {graph!r}: dim {empty[0]!r} is 0, so there is nothing to run",
+                         f"give {empty[0]} a size of at least 1")  # fmt: skip
+    for spec in specs:
+        _check_values(spec, feeds[spec.name])
+    return feeds, sizes
+
+
+def _check_values(spec: TensorSpec, array: np.ndarray) -> None:
+    """Token ids inside the vocabulary, masks of 0 and 1: ONNX Runtime would fail on the first with a
+    traceback, or silently wrap -1 to the last token, and read the second as a weight."""
+    if not array.size:
+        return
+    if spec.fill is Fill.TOKENS and spec.high:
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high >= spec.high:
+            raise InputError(f"input {spec.name!r} has token ids from {low} to {high}, outside the vocabulary "
+                             f"[0, {spec.high})", f"pass ids from 0 to {spec.high - 1}")  # fmt: skip
+    elif spec.fill is Fill.MASK and not np.isin(array, (0, 1)).all():
+        bad = array[~np.isin(array, (0, 1))].ravel()[0].item()
+        raise InputError(f"input {spec.name!r} is a mask but holds {bad!r}", "use 1 for tokens and 0 for padding")
 
 
 def graph_dims(entry: GraphEntry) -> list[str]:
@@ -266,7 +282,7 @@ class GraphSession:
                 str(self.path), options, providers=list(providers),
                 disabled_optimizers=list(config.disabled_optimizers) or None,
             )  # fmt: skip
-        except _ORT_LOAD_ERRORS as e:
+        except ORT_ERRORS as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise LoadError(f"ONNX Runtime cannot load {self.path}: {reason}", "re-export the model") from e
         self._check_against_manifest()
@@ -317,7 +333,13 @@ class GraphSession:
                         "run rows of one length without padding, or export without --kv-buffer",
                     )
         names = [o.name for o in self.session.get_outputs()]
-        return dict(zip(names, self.session.run(names, feeds), strict=True))
+        try:
+            return dict(zip(names, self.session.run(names, feeds), strict=True))
+        except MemoryError as e:
+            raise RunError(f"graph {self.name!r} ran out of memory at {fmt_sizes(feeds)}",
+                           "run a smaller batch or shorter sequence") from e  # fmt: skip
+        except ORT_ERRORS as e:
+            raise run_error(self.name, e, feeds) from e
 
     def sample(self, sizes: Mapping[str, int], seed: int = 0) -> dict[str, np.ndarray]:
         """Random inputs for this graph at the given dim sizes (see :func:`sample_graph`)."""
@@ -350,10 +372,22 @@ class ExportedModel:
         available: Sequence[str] | None = None,
     ) -> ExportedModel:
         """Read the manifest, resolve the providers (``"cuda"``, ``"cuda,cpu"`` or a list); no session yet."""
-        manifest = Manifest.load(directory)
+        return cls.from_manifest(directory, Manifest.load(directory), provider, threads, optimization, available)
+
+    @classmethod
+    def from_manifest(
+        cls,
+        directory: str | os.PathLike,
+        manifest: Manifest,
+        provider: ProviderRequest = "cpu",
+        threads: int | None = None,
+        optimization: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        available: Sequence[str] | None = None,
+    ) -> ExportedModel:
+        """The graphs in ``directory`` described by ``manifest`` (an export being written has none on disk yet)."""
         names = [p for p in provider.split(",") if p.strip()] if isinstance(provider, str) else provider
-        config = SessionConfig(threads, optimization, tuple(manifest.session.get("disabled_optimizers", ())),
-                               tuple(manifest.session.get("memory_pattern_off", ())), manifest.kv_buffer is not None)  # fmt: skip
+        config = SessionConfig(threads, optimization, tuple(manifest.session.disabled_optimizers),
+                               tuple(manifest.session.memory_pattern_off), manifest.kv_buffer is not None)  # fmt: skip
         config.session_options([])  # reject a bad thread count now, not at the first run
         return cls(directory, manifest, eps.resolve(names, available), config)
 
@@ -361,7 +395,7 @@ class ExportedModel:
         """The session of graph ``name`` (the only graph when None), built on first use."""
         entry = self.manifest.graph(name)
         if entry.name not in self._sessions:
-            path = self.directory / entry.file
+            path = self.manifest.path_of(self.directory, entry.file)
             self._sessions[entry.name] = GraphSession(entry, path, self.requested_providers, self.config)
         return self._sessions[entry.name]
 
@@ -387,12 +421,13 @@ class ExportedModel:
         prompt_ids: Sequence[int] | Sequence[Sequence[int]] | np.ndarray,
         max_new_tokens: int = 32,
         sampling: Sampling = Sampling(),
-        stop_ids: Sequence[int] = (),
+        stop_ids: Sequence[int] | None = None,
         on_step: StepCallback | None = None,
-        pad_id: int = 0,
+        pad_id: int | None = None,
         decoder_start: int | None = None,
     ) -> Generation:
-        """New tokens after one prompt or a batch of them, greedy by default (:mod:`fastattn.runtime.generate`)."""
+        """New tokens after one prompt or a batch of them, greedy by default (:mod:`fastattn.runtime.generate`);
+        stop ids, pad id and decoder start default to a Hugging Face model's own (the manifest's ``hf``)."""
         return generate(self, prompt_ids, max_new_tokens, sampling, stop_ids, on_step, pad_id, decoder_start)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
 import sys
 import time
@@ -27,6 +28,8 @@ import onnxruntime as ort
 
 from fastattn.runtime.providers import resolve
 
+log = logging.getLogger(__name__)
+
 ROUNDS = 3
 TOLERANCE = 1e-4  # max abs error per max(|reference|, 1)
 
@@ -38,6 +41,7 @@ class Timing:
     ms: float | None  # None: rejected
     max_abs_error: float | None = None
     reason: str = ""
+    spread: float = 0.0  # ms: half the range of the per-round medians (how much the figure moves)
 
 
 def time_models(
@@ -85,13 +89,17 @@ def time_models(
                 results.append(Timing(name, case, None, error, f"differs from the function body by {error:.2e}"))
                 continue
             passed[name] = error
+        log.info("timing %s at %s on %s", ", ".join(passed), case, provider)
         medians = interleaved_medians({name: sessions[name] for name in passed}, feeds, repeats)
-        results += [Timing(name, case, medians[name], error) for name, error in passed.items()]
+        results += [Timing(name, case, medians[name][0], error, spread=medians[name][1])
+                    for name, error in passed.items()]  # fmt: skip
     return results
 
 
-def interleaved_medians(sessions: Mapping[str, ort.InferenceSession], feeds: dict, repeats: int) -> dict[str, float]:
-    """Median ms per session over ``ROUNDS`` rounds of ``repeats`` runs, sessions taking turns.
+def interleaved_medians(sessions: Mapping[str, ort.InferenceSession], feeds: dict,
+                        repeats: int) -> dict[str, tuple[float, float]]:  # fmt: skip
+    """(median, spread) ms per session over ``ROUNDS`` rounds of ``repeats`` runs, sessions taking
+    turns; the spread is half the range of the round medians.
 
     Rounds alternate the order, and a short pause before each session's runs lets the previous
     session's spinning threads go idle, so no candidate is timed against another's threads.
@@ -102,7 +110,7 @@ def interleaved_medians(sessions: Mapping[str, ort.InferenceSession], feeds: dic
         for name in order if r % 2 == 0 else reversed(order):
             time.sleep(0.02)
             per_round[name].append(_median_ms(sessions[name], feeds, repeats))
-    return {name: statistics.median(values) for name, values in per_round.items()}
+    return {name: (statistics.median(v), (max(v) - min(v)) / 2) for name, v in per_round.items()}
 
 
 def _median_ms(session: ort.InferenceSession, feeds: dict[str, np.ndarray], repeats: int) -> float:

@@ -5,7 +5,7 @@
     tasks      lm / classifier / seq2seq: batches, held-out evaluation set, metrics
     trainer    AdamW on CPU: ``train(task, config, TrainOptions(...)) -> TrainResult``
     cache      ``trained(task, config, steps, seed) -> Path`` of a cached checkpoint
-    cli        ``fastattn train``
+    model_config  the preset a training run starts from, with the command line's changes
 
 Nothing is imported here, so ``fastattn.train.tokenizer`` stays importable without torch.
 """

@@ -2,7 +2,7 @@
 
 A task draws training batches from the training files and builds its evaluation set from
 held-out files only. Batches and evaluation sets are dicts of int64 tensors named like
-the exported graphs' inputs (what :mod:`fastattn.exporter.accuracy` reads), plus
+the exported graphs' inputs (what :mod:`fastattn.quantize.accuracy` reads), plus
 ``labels``; N = samples, S = ``seq``:
 
     task        model           arrays (shapes)                                   metrics

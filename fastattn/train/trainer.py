@@ -1,7 +1,7 @@
 """Train a fastattn model on a task: AdamW, warmup then cosine or linear decay, on CPU.
 
 Deterministic for a given seed (initialisation, batch order and, at a fixed thread count,
-the arithmetic). Progress goes to an optional callback every ``log_every`` steps; the
+the arithmetic). Progress goes to an optional callback every ``log_every`` steps (and every ``log_seconds``); the
 result carries the trained model, its held-out evaluation set and metrics, and the
 throughput. Torch threads are set to the available cores for the run and restored after.
 
@@ -59,6 +59,7 @@ class TrainOptions:
     eval_samples: int | None = None  # None: the task's default
     bf16: bool | None = None  # autocast matmuls to bfloat16; None: where the CPU has native bf16
     log_every: int = 50
+    log_seconds: float = 5.0  # ... and at least this often (a large model's 50 steps take minutes)
     threads: int | None = None  # None: every core this process may use
 
     def __post_init__(self) -> None:
@@ -86,7 +87,7 @@ class TrainOptions:
     def key(self, config: ModelConfig) -> dict:
         """What determines the trained weights of ``config`` (for cache keys): all but logging and threads."""
         d = asdict(self.resolved(config))
-        for name in ("log_every", "threads"):
+        for name in ("log_every", "log_seconds", "threads"):
             d.pop(name)
         d["schedule"] = self.schedule.value
         return d
@@ -217,8 +218,8 @@ def _loop(job, model: FastAttnModel, options: TrainOptions, progress) -> tuple[i
         losses.append(loss.item())
         window.append(losses[-1])
         done = step + 1
-        if progress and (done % options.log_every == 0 or done == options.steps):
-            now = time.perf_counter()
+        now = time.perf_counter()
+        if progress and (done % options.log_every == 0 or done == options.steps or now - last >= options.log_seconds):
             rate = (tokens - last_tokens) / max(now - last, 1e-9)
             progress(Progress(done, options.steps, sum(window) / len(window), lr, rate, now - start))
             window, last, last_tokens = [], now, tokens

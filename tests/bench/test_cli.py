@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from click.testing import CliRunner
@@ -20,7 +21,7 @@ def cli(*args):
 def test_happy_path_with_eager_json_and_plot(decoder_export, tmp_path):
     ckpt, exported = decoder_export
     ran = cli(exported.output, "-p", "cpu", "--seq", "8,16", "--torch", ckpt, "--decode-steps", "2", "--in-process",
-              "--json", tmp_path / "r.json", "--plot", tmp_path / "p.png", *QUICK)  # fmt: skip
+              "--save", tmp_path / "r.json", "--plot", tmp_path / "p.png", *QUICK)  # fmt: skip
     assert ran.exit_code == 0, ran.output
     assert "latency per execution provider (ms per call, 1 threads)" in ran.output
     assert "vs eager" in ran.output and "decode tok/s" in ran.output and "where nodes ran" in ran.output
@@ -58,7 +59,7 @@ def test_isolated_run_with_an_unavailable_provider(decoder_export, monkeypatch, 
         "8",
         "--decode-steps",
         "0",
-        "--json",
+        "--save",
         "r.json",
         *QUICK,
     )
@@ -76,7 +77,7 @@ def test_isolated_run_with_an_unavailable_provider(decoder_export, monkeypatch, 
         (("--seq", "8", "--sweep-seq", "8,16"), "--seq and --sweep-seq both given"),
         (("--batch", "x"), "bad --batch 'x'"),
         (("--sweep-seq", "8"), "a sequence sweep needs at least two lengths"),
-        (("--threads", "0"), "bad threads 0"),
+        (("--threads", "0"), "--threads': 0 is not in the range x>=1"),
     ],
 )
 def test_bad_options_are_one_line(decoder_export, args, message):
@@ -98,11 +99,11 @@ def test_directory_without_manifest(tmp_path):
 def test_sequence_beyond_the_positions(decoder_export, tmp_path):
     _, exported = decoder_export
     manifest = json.loads((exported.output / "fastattn.json").read_text())
-    manifest["config"].update(positions="learned", max_positions=16)
+    manifest["max_length"] = 16
     short = tmp_path / "short"
-    short.mkdir()
+    shutil.copytree(exported.output, short)
     (short / "fastattn.json").write_text(json.dumps(manifest))
     ran = cli(short, "--seq", "32", "--decode-steps", "0")
     assert ran.exit_code == 2 and ran.output.count("\n") == 1
-    assert "sequence length 32 is longer than short takes (16 learned positions" in ran.output
+    assert "sequence length 32 is longer than short takes (16 positions, max_length" in ran.output
     assert "Fix: pass sequence lengths up to 16" in ran.output

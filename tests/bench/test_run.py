@@ -101,12 +101,12 @@ def test_sequence_longer_than_the_positions(decoder_export, tmp_path):
     short = tmp_path / "learned"
     shutil.copytree(exported.output, short)
     manifest = json.loads((short / "fastattn.json").read_text())
-    manifest["config"].update(positions="learned", max_positions=32)
+    manifest["max_length"] = 32
     (short / "fastattn.json").write_text(json.dumps(manifest))
     plan = Plan.create(
         [short], sequences=(16, 32), settings=Settings(threads=1, decode_steps=4, isolate=False)
     )
-    message = (r"sequence length 32 \+ 4 decode steps is longer than learned takes \(32 learned positions"
+    message = (r"sequence length 32 \+ 4 decode steps is longer than learned takes \(32 positions, max_length"
                r".*Fix: pass sequence lengths up to 28 or fewer --decode-steps")  # fmt: skip
     with pytest.raises(InputError, match=message):
         bench(plan)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 
+import fastattn.bench.measure as measure_module
 from fastattn.bench.measure import time_rounds, timed
 from fastattn.bench.plan import Settings
 from fastattn.bench.stats import loglog_slope, percentile, summarize
@@ -70,19 +70,37 @@ def test_block_counts_warmup_and_repeats():
     assert warm == 0 and len(calls) == 4  # --warmup 0: none at all
 
 
-def test_warmup_goes_on_while_runs_still_get_faster():
+class FakeClock:
+    """Time that moves only when a timed call says so: the warm-up logic, tested without timing anything."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_warmup_goes_on_while_runs_still_get_faster(monkeypatch):
     """Like PyTorch eager at a new shape: a few slow first calls, each faster than the last."""
+    clock = FakeClock()
+    monkeypatch.setattr(measure_module, "time", clock)
     durations = iter([0.08, 0.04, 0.02] + [0.004] * 100)
-    samples, warm = time_rounds(timed(lambda: time.sleep(next(durations))),
+    samples, warm = time_rounds(timed(lambda: clock.sleep(next(durations))),
                                 Settings(threads=1, warmup=1, repeats=5, min_time=0.0, pause=0.0))  # fmt: skip
-    assert warm >= 4  # 80 -> 40 -> 20 -> 4 ms: each over 1.5x faster than the one before
-    assert len(samples) == 5 and max(samples) < 15
+    assert warm == 5  # 80 -> 40 -> 20 -> 4 ms, each over 1.5x faster than the one before; one more at 4: steady
+    assert samples == pytest.approx([4.0] * 5)
 
 
-def test_block_runs_at_least_min_time():
-    samples, _ = time_rounds(timed(lambda: time.sleep(0.01)), Settings(threads=1, warmup=0, repeats=2, min_time=0.1,
-                                                                     pause=0.0))  # fmt: skip
-    assert len(samples) >= 9 and sum(samples) >= 90  # 0.1 s of 10 ms calls
+def test_block_runs_at_least_min_time(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(measure_module, "time", clock)
+    call = 1 / 64  # seconds, exact in binary: the clock adds up without rounding
+    samples, _ = time_rounds(timed(lambda: clock.sleep(call)), Settings(threads=1, warmup=0, repeats=2, min_time=0.125,
+                                                                      pause=0.0))  # fmt: skip
+    assert samples == [1000 / 64] * 8  # 0.125 s of 15.625 ms calls, then stop: more than the 2 repeats asked
     assert min(samples) >= 10
 
 

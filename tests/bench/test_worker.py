@@ -12,10 +12,10 @@ import pytest
 from fastattn.bench import Plan, Settings, bench
 from fastattn.bench.table import placement_grid
 from fastattn.bench.worker import call
-from fastattn.exporter.environments import PACKAGE_ROOT, python_for
-from fastattn.exporter.lowering.target import Target
 from fastattn.exporter.pipeline import ExportOptions, export
+from fastattn.runtime.environments import PACKAGE_ROOT, python_for
 from fastattn.runtime.providers import CPU
+from fastattn.targets import Target
 
 OPENVINO = "OpenVINOExecutionProvider"
 

@@ -21,16 +21,16 @@ from torch import nn
 
 from fastattn.errors import ExportError
 from fastattn.exporter.capture import capture
-from fastattn.exporter.declare import (
+from fastattn.families.graphs import GraphDef
+from fastattn.families.load import LoadedModel, ModelFormat
+from fastattn.families.module.declare import (
     DeclaredMultiheadAttention,
     DeclareResult,
     classify_masks,
     declare,
     rewrite_attention,
 )
-from fastattn.exporter.graphs import GraphDef
-from fastattn.exporter.input_spec import foreign_graph, parse_input_specs
-from fastattn.exporter.load import LoadedModel, ModelFormat
+from fastattn.families.module.input_spec import foreign_graph, parse_input_specs
 
 TOL = 1e-4
 pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::UserWarning")

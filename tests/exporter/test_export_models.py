@@ -9,8 +9,8 @@ import onnxruntime as ort
 import pytest
 
 from fastattn.exporter.capture import capture
-from fastattn.exporter.model_graphs import max_length, model_graphs, windows
 from fastattn.exporter.validate import default_cases, validate
+from fastattn.families.fastattn.graphs import max_length, model_graphs, windows
 from fastattn.models import LayerAttention, ModelConfig, build
 from fastattn.models.config import Activation, Norm, NormPosition, Positions
 

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from fastattn.errors import ExportError, InputError
-from fastattn.exporter.input_spec import FORM, InputSpec, foreign_graph, parse_input_spec, parse_input_specs
-from fastattn.exporter.load import LoadedModel, ModelFormat
+from fastattn.families.load import LoadedModel, ModelFormat
+from fastattn.families.module.input_spec import FORM, InputSpec, foreign_graph, parse_input_spec, parse_input_specs
 from fastattn.runtime.manifest import Fill, TensorSpec
 
 
@@ -19,7 +19,7 @@ from fastattn.runtime.manifest import Fill, TensorSpec
     "text, want, sizes",
     [
         ("src:batch,seq,512:float32", TensorSpec("src", "float32", ("batch", "seq", 512)), ()),
-        ("ids:batch,seq:int64", TensorSpec("ids", "int64", ("batch", "seq"), Fill.TOKENS, 2), ()),
+        ("ids:batch,seq:int64", TensorSpec("ids", "int64", ("batch", "seq"), Fill.TOKENS, 0), ()),
         (
             "ids:batch,seq=12:int64:<1000",
             TensorSpec("ids", "int64", ("batch", "seq"), Fill.TOKENS, 1000),

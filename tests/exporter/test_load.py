@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from fastattn.errors import InputError, LoadError
-from fastattn.exporter.load import ModelFormat, load_model
+from fastattn.families.load import ModelFormat, load_model
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_pickled_module_is_refused_without_the_flag(tmp_path, transformer, zip_f
     assert (
         "\n" not in message
         and "--allow-pickle" in message
-        and "unpickling runs code from the file" in message
+        and "unpickling it runs code from the file" in message
     )
     assert "torch.nn.modules.transformer.Transformer" in message
 

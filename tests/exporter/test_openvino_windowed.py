@@ -11,11 +11,11 @@ import onnx_ir as ir
 import pytest
 
 import fastattn.runtime as rt
-from fastattn.exporter.environments import PACKAGE_ROOT, python_for
+from fastattn.runtime.environments import PACKAGE_ROOT, python_for
 from fastattn.exporter.lowering.blocked_matmul import BLOCKED_MATMUL
 from fastattn.exporter.lowering.hierarchical import HIERARCHICAL
 from fastattn.exporter.lowering.measure import ShapeCase, measure
-from fastattn.exporter.lowering.target import Target
+from fastattn.targets import Target
 from fastattn.exporter.pipeline import ExportOptions, export
 from fastattn.models import ModelConfig, build, save
 from fastattn.models.config import parse_patterns
@@ -66,7 +66,7 @@ def test_rules_match_the_function_body_on_openvino(rule):
 
 
 def test_the_whole_graph_is_one_openvino_partition(exported):
-    """Scalar constants folded (exporter/openvino_graph.py): no node falls back, nothing splits the graph."""
+    """Scalar constants folded (exporter/passes/fold_constants.py): no node falls back, nothing splits the graph."""
     graph = exported.manifest.placement["graphs"]["model"]
     assert graph["kernels"] == {"OpenVINOExecutionProvider": 1} and graph["fallback"] == []
 

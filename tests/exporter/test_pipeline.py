@@ -16,7 +16,9 @@ from fastattn.runtime.manifest import Manifest
 
 def test_output_directory_holds_model_manifest_report(decoder_export):
     _, result = decoder_export
-    assert sorted(p.name for p in result.output.iterdir()) == ["fastattn.json", "model.onnx", "report.md"]
+    files = ["fastattn.json", "lowering_plan.json", "model.onnx", "report.md"]
+    assert sorted(p.name for p in result.output.iterdir()) == files
+    assert Manifest.load(result.output).files == [f for f in files if f != "fastattn.json"]
     manifest = Manifest.load(result.output)
     assert manifest.arch == "decoder" and manifest.config["name"] == "tiny-decoder"
     graph = manifest.graph()
@@ -31,8 +33,8 @@ def test_output_directory_holds_model_manifest_report(decoder_export):
         ("sliding", 8, "past_mask"),
         ("causal", 0, "past_mask"),
     ]
-    assert manifest.validation["passed"] and len(manifest.validation["cases"]) == 4
-    assert manifest.versions["onnxruntime"] and manifest.opsets[""] >= 20 and manifest.target == "cpu"
+    assert manifest.validation.passed and len(manifest.validation.cases) == 4
+    assert manifest.versions["onnxruntime"] and manifest.opsets["model"][""] >= 20 and manifest.target == "cpu"
     report = (result.output / "report.md").read_text()
     assert "Validation: PASSED" in report and "decoder.layers.0.self_attn" in report
     assert "Windowed layers keep at most 7 positions" in report  # sliding:8
@@ -89,9 +91,10 @@ def test_existing_output_needs_force(decoder_checkpoint, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(InputError, match="not empty.*--force"):
-        export(decoder_checkpoint, ExportOptions(out))
-    assert (out / "keep.txt").read_text() == "mine"
+    for force in (False, True):  # a directory fastattn did not write is never replaced
+        with pytest.raises(InputError, match="not empty and is not a fastattn export"):
+            export(decoder_checkpoint, ExportOptions(out, force=force))
+    assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
 
 
 def test_large_weights_go_to_external_data(decoder_checkpoint, tmp_path):

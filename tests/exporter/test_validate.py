@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastattn.exporter.graphs import GraphDef
-from fastattn.exporter.validate import TOLERANCES, Precision, compare, valid_positions
-from fastattn.runtime.manifest import Fill, TensorSpec
+from fastattn.exporter.validate import TOLERANCES, compare, valid_positions
+from fastattn.families.graphs import GraphDef
+from fastattn.runtime.manifest import Fill, Precision, TensorSpec
 
 TOL = TOLERANCES[Precision.FP32]
 

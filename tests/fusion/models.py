@@ -17,9 +17,10 @@ import onnxruntime as ort
 from torch import nn
 
 from fastattn.exporter.capture import DEFAULT_OPSET, capture
-from fastattn.exporter.fusion import expected_counts, fuse
-from fastattn.exporter.graphs import GraphDef
-from fastattn.exporter.model_graphs import model_graphs
+from fastattn.exporter.fusion import fuse
+from fastattn.families.fastattn.fusions import expected_counts
+from fastattn.families.fastattn.graphs import model_graphs
+from fastattn.families.graphs import GraphDef
 from fastattn.models import LayerAttention, ModelConfig, build
 from fastattn.models.config import Activation, Norm, NormPosition, Positions
 

@@ -7,7 +7,8 @@ import pytest
 
 from fastattn.attention.onnx_function import DOMAIN, OP_TYPE
 from fastattn.errors import ExportError
-from fastattn.exporter.fusion import REGISTRY, RULE_NAMES, expected_counts, fuse
+from fastattn.exporter.fusion import REGISTRY, RULE_NAMES, fuse
+from fastattn.families.fastattn.fusions import expected_counts
 from fastattn.models.config import Norm
 from tests.fusion.models import VARIANTS, assert_same_outputs, exported
 

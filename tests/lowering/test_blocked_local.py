@@ -173,8 +173,8 @@ def test_blocked_branch_with_an_empty_cache_in_a_model(tmp_path):
     """
     from fastattn.exporter.capture import capture
     from fastattn.exporter.lowering.choose import find_sites
-    from fastattn.exporter.model_graphs import model_graphs
     from fastattn.exporter.validate import torch_runner
+    from fastattn.families.fastattn.graphs import model_graphs
     from fastattn.models import LayerAttention, ModelConfig, build
 
     cfg = ModelConfig(vocab_size=32, d_model=32, num_heads=4, kv_heads=2, ffn_dim=32,

@@ -24,3 +24,19 @@ def test_a_decode_gain_smaller_than_the_switch_keeps_one_kernel():
 def test_rejected_rules_are_not_chosen():
     timings = {"prefill": {"portable": 5.0, "mha": 1.6}, "decode": {"portable": 0.3, "mha": 0.2}}
     assert _fastest(timings, {"mha": "wrong output"}, CASES).rule.name == "portable"
+
+
+def test_a_win_within_the_spread_keeps_the_static_preference():
+    """Measured twice, the same model got three kernels: a candidate must beat the default by more than
+    the figures move."""
+    timings = {"prefill": {"portable": 5.0, "gqa": 1.62, "mha": 1.60}, "decode": {"portable": 0.3, "gqa": 0.2, "mha": 0.2}}
+    spreads = {"prefill": {"portable": 0.1, "gqa": 0.02, "mha": 0.02}, "decode": {}}
+    assert _fastest(timings, {}, CASES, spreads).label == "gqa"  # 0.02 ms faster, but each moves 0.02
+    spreads["prefill"] = {"gqa": 0.001, "mha": 0.001}
+    assert _fastest(timings, {}, CASES, spreads).label == "mha"  # now the win is beyond what they move
+
+
+def test_ties_go_to_the_registry_order_whatever_the_dict_order():
+    for order in (("onnx-attention", "mha", "gqa"), ("gqa", "mha", "onnx-attention")):
+        timings = {case: {"portable": 9.0, **{r: 1.0 for r in order}} for case in ("prefill", "decode")}
+        assert _fastest(timings, {}, CASES).label == "gqa"

@@ -11,10 +11,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from fastattn.exporter.lowering.target import Target
 from fastattn.exporter.pipeline import ExportOptions, export
 from fastattn.runtime.manifest import GraphEntry, Manifest
 from fastattn.runtime.samples import sample_inputs
+from fastattn.targets import Target
 
 WINDOW = 8  # the sliding window of tests.conftest.TINY_DECODER's first layer
 # Two shapes: a short prefill, and a decode-sized chunk after a cache whose total length exceeds the window.

@@ -10,10 +10,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from fastattn.errors import InputError
-from fastattn.exporter.lowering.target import Target
 from fastattn.exporter.pipeline import ExportOptions, export
 from fastattn.quantize import Mode, QuantOptions, api, quantize_file, sample_batches, weight_sites
 from fastattn.runtime.manifest import Manifest
+from fastattn.targets import Target
 from tests.quantize.conftest import SHAPES, cosine, op_counts, run
 
 
@@ -57,7 +57,7 @@ def test_bad_paths_are_input_errors(exports, tmp_path):
         ({"block_size": 24}, "not a power of two"),
         ({"accuracy_level": 5}, "not one of 0-4"),
         ({"calibration_batches": 0}, "use at least 1"),
-        ({"provider": "tpu"}, "use one of cpu, cuda, openvino"),
+        ({"target": "tpu"}, "unknown target .tpu.*use one of portable, cpu, openvino, cuda"),
     ],
 )
 def test_bad_options_are_input_errors(kwargs, match):
@@ -151,7 +151,7 @@ def test_gemm_sites(gemm_model, tmp_path, mode, kept):
 def test_int4_per_provider(exports, tmp_path):
     export = exports["openvino"]
     n = len(weight_sites(export.model))
-    qdq = quantize_file(export.model, tmp_path / "ov.onnx", QuantOptions(Mode.INT4, provider="openvino"))
+    qdq = quantize_file(export.model, tmp_path / "ov.onnx", QuantOptions(Mode.INT4, target=Target.OPENVINO))
     ops = op_counts(tmp_path / "ov.onnx")
     assert ops["MatMulNBits"] == 0 and ops["DequantizeLinear"] == n and qdq.settings["accuracy_level"] is None
     model = onnx.load(tmp_path / "ov.onnx")
@@ -163,7 +163,7 @@ def test_int4_per_provider(exports, tmp_path):
     )
     assert cosine(outputs["logits"], reference["logits"]) > 0.99
     cuda = quantize_file(
-        export.model, tmp_path / "cuda.onnx", QuantOptions(Mode.INT4, provider="cuda", block_size=16)
+        export.model, tmp_path / "cuda.onnx", QuantOptions(Mode.INT4, target=Target.CUDA, block_size=16)
     )
     assert cuda.settings["accuracy_level"] == 0 and cuda.settings["block_size"] == 16
     nodes = [n for n in onnx.load(tmp_path / "cuda.onnx").graph.node if n.op_type == "MatMulNBits"]
@@ -177,7 +177,7 @@ def test_fp16_of_a_cuda_export(decoder_checkpoint, tmp_path):
     fp16, as CUDA wants); the result still loads and runs on the CPU EP, close to float."""
     out = export(decoder_checkpoint, ExportOptions(tmp_path / "cuda", target=Target.CUDA, repeats=1)).output
     graph = Manifest.load(out).graph()
-    result = quantize_file(out / graph.file, tmp_path / "fp16.onnx", QuantOptions(Mode.FP16, provider="cuda"))
+    result = quantize_file(out / graph.file, tmp_path / "fp16.onnx", QuantOptions(Mode.FP16, target=Target.CUDA))
     assert "note" not in result.settings  # meant for cuda
     model = onnx.load(tmp_path / "fp16.onnx")
     gqa = [

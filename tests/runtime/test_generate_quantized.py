@@ -18,10 +18,9 @@ from pathlib import Path
 import pytest
 
 import fastattn.runtime as rt
-from fastattn.exporter.pipeline import ExportOptions, export
-from fastattn.exporter.quantization import QuantizeStep
-from fastattn.exporter.rework import requantize
+from fastattn.exporter.pipeline import ExportOptions, export, requantize
 from fastattn.quantize import Mode, QuantOptions
+from fastattn.quantize.step import QuantizeStep
 from tests.conftest import TRAINED_LM
 
 PROMPTS = [b"def main(args):\n    return", b"class Foo", b"self.", b"self.assert", b"import ", b"from ",

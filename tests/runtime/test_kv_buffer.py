@@ -38,15 +38,15 @@ def test_graph_is_gqa_with_rotary_inside_and_validated_on_unpadded_rows(buffered
     _, out = buffered
     model = rt.load(out)
     manifest = model.manifest
-    assert manifest.kv_buffer["max_length"] == 512 and manifest.kv_buffer["rows"] == "unpadded"
+    assert manifest.kv_buffer.max_length == 512 and manifest.kv_buffer.rows == "unpadded"
     assert [a.lowering for a in manifest.attention] == ["gqa", "gqa"]
     assert manifest.fusions["model"]["gqa_rotary"] == 2
     nodes = onnx.load(out / "model.onnx").graph.node
     gqa = [n for n in nodes if n.op_type == "GroupQueryAttention"]
     assert len(gqa) == 2 and not any(n.op_type in ("If", "RotaryEmbedding") for n in nodes)
     assert all(onnx.helper.get_attribute_value(next(a for a in n.attribute if a.name == "do_rotary")) == 1 for n in gqa)
-    cases = [c["case"] for c in manifest.validation["cases"]]
-    assert manifest.validation["passed"] and cases and not any("padded" in c for c in cases)
+    cases = [c.case for c in manifest.validation.cases]
+    assert manifest.validation.passed and cases and not any("padded" in c for c in cases)
     assert "past_sequence" in manifest.graphs[0].inputs[2].shape  # windowed caches stay whole (the buffer)
     assert "decode path: **--kv-buffer**" in (out / "report.md").read_text()
 

@@ -13,11 +13,11 @@ import onnx
 import pytest
 
 import fastattn.runtime as rt
-from fastattn.exporter.gates import Gate
 from fastattn.exporter.pipeline import ExportOptions, export
-from fastattn.exporter.quantization import QuantizeStep
 from fastattn.models import LayerAttention, ModelConfig, build, save
 from fastattn.quantize import Mode, QuantOptions
+from fastattn.quantize.gates import Gate
+from fastattn.quantize.step import QuantizeStep
 
 ROOT = Path(__file__).parents[2]
 APP = ROOT / "examples" / "node"

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from fastattn.exporter.environments import PACKAGE_ROOT, check_placement, python_for
+from fastattn.runtime.environments import PACKAGE_ROOT, check_placement, python_for
 from fastattn.runtime.placement import placement
 
 
@@ -35,5 +35,5 @@ def test_missing_environment_is_reported_not_faked(decoder_export, monkeypatch, 
     assert python_for("cuda") == tmp_path / "no-such-python"
     monkeypatch.delenv("FASTATTN_CUDA_PYTHON")
     monkeypatch.chdir(tmp_path)
-    placements, why = check_placement(result.output, "cuda")
+    placements, why = check_placement(result.output, "cuda", result.manifest)
     assert placements == [] and "make cuda-env" in why

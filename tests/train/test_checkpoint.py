@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fastattn.errors import LoadError
-from fastattn.exporter.load import ModelFormat, load_model
+from fastattn.families.load import ModelFormat, load_model
 from fastattn.models import LayerAttention, ModelConfig, build, checkpoint, load, save
 
 TINY = ModelConfig(name="ckpt", d_model=32, num_heads=2, kv_heads=1, ffn_dim=64, decoder_layers=(LayerAttention(),))

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from fastattn.cli import main
 from fastattn.models import checkpoint
-from fastattn.train.cli import model_config
+from fastattn.train.model_config import model_config
 
 TINY = ["--layers", "1", "--d-model", "32", "--heads", "2", "--kv-heads", "1", "--ffn", "64"]
 

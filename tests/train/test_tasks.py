@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fastattn.errors import InputError
-from fastattn.exporter.model_graphs import model_graphs
+from fastattn.families.fastattn.graphs import model_graphs
 from fastattn.models import LayerAttention, ModelConfig, build
 from fastattn.models.config import Norm, Positions
 from fastattn.train import corpus

@@ -73,6 +73,14 @@ def test_attention_backward_matches_naive_attention(spec, S, P):
 def test_registering_twice_is_harmless():
     register_attention_autograd()
     register_attention_autograd()
+    spec = AttentionSpec(2, 1, causal=True)
+    q = torch.randn(1, 3, 8, dtype=torch.float64, requires_grad=True)
+    k, v = torch.randn(1, 3, 4, dtype=torch.float64), torch.randn(1, 3, 4, dtype=torch.float64)
+    out, _ = attention(q, k, v, spec)
+    out.sum().backward()  # one backward formula, registered once: gradients as the naive reference gives
+    want = q.detach().clone().requires_grad_(True)
+    naive_attention(want, k, v, spec, 0).sum().backward()
+    assert torch.allclose(q.grad, want.grad, atol=1e-10)
 
 
 @pytest.mark.parametrize("schedule", list(Schedule))

@@ -1,6 +1,6 @@
 """fuse: the rest of each Transformer block, after attention is declared (and maybe lowered).
 
-    fuse(model, contrib_ops, expected=expected_counts(config, graph)) -> FusionReport
+    fuse(model, contrib_ops, expected={rule: count}) -> FusionReport   (expected counts: the model family)
 
 One ordered registry of rules (:mod:`.registry`), one per file; each emits ONNX Runtime
 contrib ops or, for targets without them, standard ONNX ops:
@@ -19,8 +19,7 @@ contrib ops or, for targets without them, standard ONNX ops:
 ``fastattn::Attention`` nodes and their function bodies are left exactly as they are.
 """
 
-from fastattn.exporter.fusion.expected import expected_counts
 from fastattn.exporter.fusion.fuse import FusionReport, Shortfall, fuse
 from fastattn.exporter.fusion.registry import REGISTRY, RULE_NAMES
 
-__all__ = ["REGISTRY", "RULE_NAMES", "FusionReport", "Shortfall", "expected_counts", "fuse"]
+__all__ = ["REGISTRY", "RULE_NAMES", "FusionReport", "Shortfall", "fuse"]

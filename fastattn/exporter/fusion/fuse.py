@@ -109,7 +109,7 @@ def fuse(
 ) -> FusionReport:
     """Fuse ``model`` in place for a target with (``contrib_ops``) or without ONNX Runtime contrib ops.
 
-    ``expected`` (e.g. from :func:`~fastattn.exporter.fusion.expected_counts`) maps rule
+    ``expected`` (e.g. from :func:`fastattn.families.fastattn.fusions.expected_counts`) maps rule
     names to counts; a rule that finds fewer raises :class:`ExportError` unless
     ``allow_shortfall``. Expected counts of rules that do not run on the target are ignored.
     ``rules`` names the rules to run (still in registry order), off-by-default ones

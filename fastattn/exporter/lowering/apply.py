@@ -28,6 +28,7 @@ class Choice:
     rejected: dict[str, str] = field(default_factory=dict)  # rule -> reason
     # False: the rule runs without its runtime guard (the export promises inputs it is exact for)
     guarded: bool = True
+    spreads: dict[str, dict[str, float]] = field(default_factory=dict)  # case -> rule -> ms the timing moves
 
     @property
     def label(self) -> str:

@@ -22,6 +22,7 @@ import onnx_ir as ir
 
 from fastattn.attention.onnx_function import DOMAIN, OP_TYPE
 from fastattn.attention.spec import AttentionSpec
+from fastattn.targets import Target
 
 MS = "com.microsoft"
 
@@ -141,9 +142,9 @@ class LoweringRule(ABC):
     name: ClassVar[str]
     contrib: ClassVar[bool] = False  # emits com.microsoft ops (only ORT's CPU/CUDA EPs run them)
     min_opset: ClassVar[int] = 0  # the default-domain opset its ops need
-    # Providers whose builds run the ops it emits. ONNX Attention (opset 23) is missing from
+    # Targets whose providers run the ops it emits. ONNX Attention (opset 23) is missing from
     # OpenVINO's ONNX frontend in onnxruntime-openvino 1.24.1 ("does not support ... Attention").
-    targets: ClassVar[frozenset[str]] = frozenset({"cpu", "cuda"})
+    targets: ClassVar[frozenset[Target]] = frozenset({Target.CPU, Target.CUDA})
 
     @abstractmethod
     def check(self, site: AttentionSite) -> MatchResult:

@@ -20,6 +20,7 @@ import onnx_ir as ir
 from fastattn.exporter.lowering.base import AttentionSite, Builder
 from fastattn.exporter.lowering.blocked_local import BlockedLocal
 from fastattn.exporter.lowering.graph_ops import pad_axis, score_bias, split_heads
+from fastattn.targets import Target
 
 FLOAT = ir.DataType.FLOAT.value
 
@@ -32,7 +33,7 @@ class BlockedMatMul(BlockedLocal):
     min_opset = 0
     # Where blocked-local runs (ONNX Attention-23) it is the faster form: on the CPU EP this one took
     # 121-133 ms against blocked-local's 56 ms (S=4096, W=256, 8/2 heads x 64, 2 threads, one run).
-    targets = frozenset({"openvino"})
+    targets = frozenset({Target.OPENVINO})
 
     def __init__(self, block: int | None = None):
         super().__init__(block, dense_ratio=0)

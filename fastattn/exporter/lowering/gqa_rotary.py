@@ -21,16 +21,20 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from fastattn.exporter.lowering.base import MS
 from fastattn.exporter.lowering.graph_ops import add_initializer, take_over
+from fastattn.models.config import RopeScaling
+from fastattn.models.rope import inverse_frequencies
 
 
-def rotary_tables(theta: float, head_size: int, positions: int) -> tuple[np.ndarray, np.ndarray]:
+def rotary_tables(theta: float, head_size: int, positions: int,
+                  scaling: RopeScaling | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """cos and sin tables (positions, head_size / 2), the rotate-half convention of fastattn's models."""
-    inv_freq = 1.0 / theta ** (np.arange(0, head_size, 2, dtype=np.float32) / head_size)
+    inv_freq = inverse_frequencies(head_size, theta, scaling).numpy()
     angles = np.arange(positions, dtype=np.float32)[:, None] * inv_freq
     return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
 
 
-def fold_rotary(model: ir.Model, theta: float, head_size: int, positions: int) -> int:
+def fold_rotary(model: ir.Model, theta: float, head_size: int, positions: int,
+                scaling: RopeScaling | None = None) -> int:  # fmt: skip
     """Rewrite every foldable GQA node of the main graph; returns how many were folded.
 
     None when ``head_size`` is not a multiple of 16: GQA's rotary kernel (ORT 1.32 CPU) refuses it.
@@ -47,7 +51,7 @@ def fold_rotary(model: ir.Model, theta: float, head_size: int, positions: int) -
         split, rotary = match
         if tables is None:
             tables = [add_initializer(graph, name, array)
-                      for name, array in zip(("gqa_cos_cache", "gqa_sin_cache"), rotary_tables(theta, head_size, positions))]  # fmt: skip
+                      for name, array in zip(("gqa_cos_cache", "gqa_sin_cache"), rotary_tables(theta, head_size, positions, scaling))]  # fmt: skip
         interleaved = rotary.attributes.get("interleaved")
         attributes = [a for a in node.attributes.values() if a.name not in ("do_rotary", "rotary_interleaved")]
         attributes += [ir.AttrInt64("do_rotary", 1), ir.AttrInt64("rotary_interleaved", interleaved.value if interleaved else 0)]

@@ -25,6 +25,7 @@ import onnx_ir as ir
 
 from fastattn.exporter.lowering.base import OK, AttentionSite, Builder, LoweringRule, MatchResult
 from fastattn.exporter.lowering.graph_ops import BOOL, INT64_MAX, arange, length, pad_axis, presents, score_bias
+from fastattn.targets import Target
 
 FLOAT = ir.DataType.FLOAT.value
 
@@ -50,7 +51,7 @@ class Hierarchical(LoweringRule):
 
     name = "hierarchical"
     contrib = False
-    targets = frozenset({"cpu", "cuda", "openvino"})
+    targets = frozenset({Target.CPU, Target.CUDA, Target.OPENVINO})
 
     def check(self, site: AttentionSite) -> MatchResult:
         if not site.spec.block:

@@ -15,6 +15,7 @@ import onnx_ir as ir
 
 from fastattn.exporter.lowering.base import AttentionSite, Builder
 from fastattn.exporter.lowering.hierarchical import Hierarchical, _Blocks
+from fastattn.targets import Target
 
 
 class HierarchicalAttention(Hierarchical):
@@ -22,7 +23,7 @@ class HierarchicalAttention(Hierarchical):
 
     name = "hierarchical-attention"
     min_opset = 23
-    targets = frozenset({"cpu", "cuda"})
+    targets = frozenset({Target.CPU, Target.CUDA})
 
     def attend(self, site: AttentionSite, b: Builder, p: _Blocks) -> ir.Value:
         spec, size = site.spec, site.spec.block

@@ -22,10 +22,10 @@ from onnx_ir.passes.common import InlinePass, RemoveUnusedFunctionsPass
 
 from fastattn.attention.onnx_function import DOMAIN, OP_TYPE, attach_functions
 from fastattn.errors import ProviderError
-from fastattn.exporter.environments import PACKAGE_ROOT, here, python_for
 from fastattn.exporter.lowering.apply import Choice, lower
 from fastattn.exporter.lowering.base import AttentionSite, LoweringRule
 from fastattn.exporter.lowering.portable import PORTABLE
+from fastattn.runtime.environments import PACKAGE_ROOT, here, python_for
 from fastattn.runtime.providers import resolve
 from fastattn.runtime.timing import Timing, read_result, time_models, write_job
 
@@ -109,7 +109,7 @@ def feeds_for(site: AttentionSite, case: ShapeCase, seed: int = 0) -> dict[str, 
     return feeds
 
 
-Measurement = Timing  # rule, case, ms (None: rejected), max_abs_error, reason
+Measurement = Timing  # rule, case, ms (None: rejected), max_abs_error, reason, spread
 
 
 def measure(

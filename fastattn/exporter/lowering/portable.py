@@ -6,11 +6,12 @@ import onnx_ir as ir
 
 from fastattn.attention.onnx_function import DOMAIN, OP_TYPE
 from fastattn.exporter.lowering.base import OK, AttentionSite, Builder, LoweringRule, MatchResult
+from fastattn.targets import Target
 
 
 class Portable(LoweringRule):
     name = "portable"
-    targets = frozenset({"portable", "cpu", "cuda", "openvino"})  # inlined for OpenVINO
+    targets = frozenset(Target)  # inlined where the provider runs no functions
 
     def check(self, site: AttentionSite) -> MatchResult:
         return OK

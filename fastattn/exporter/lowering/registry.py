@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from fastattn.errors import InputError
 from fastattn.exporter.lowering.base import LoweringRule
 from fastattn.exporter.lowering.portable import PORTABLE
-from fastattn.exporter.lowering.target import Target
+from fastattn.targets import Target
 
 
 def rules() -> list[LoweringRule]:
@@ -23,11 +24,22 @@ def rules() -> list[LoweringRule]:
 
 def candidates(target: Target) -> list[LoweringRule]:
     """The rules a target may use."""
-    return [r for r in rules() if target.value in r.targets and (target.contrib_ops or not r.contrib)]
+    runs = target.spec.rules_as or target
+    return [r for r in rules() if runs in r.targets and (target.spec.contrib_ops or not r.contrib)]
 
 
 def by_name(name: str) -> LoweringRule:
     for rule in rules():
         if rule.name == name:
             return rule
-    raise KeyError(name)
+    raise InputError(f"no lowering rule {name!r}", f"use one of {', '.join(r.name for r in rules())}")
+
+
+def for_target(name: str, target: Target) -> LoweringRule:
+    """The rule ``name`` (``--lowering``), which must be one ``target``'s provider runs."""
+    rule = by_name(name)
+    if rule not in candidates(target):
+        allowed = ", ".join(r.name for r in candidates(target))
+        raise InputError(f"lowering rule {name!r} emits ops the {target.value} target's provider does not run",
+                         f"use one of {allowed} for -t {target.value}")  # fmt: skip
+    return rule

@@ -1,0 +1,5 @@
+"""``python -m fastattn.cli ...`` is ``fastattn ...``."""
+
+from fastattn.cli.entry import main
+
+main()
