@@ -27,11 +27,11 @@ from fastattn.bench import Plan, Settings, bench
 from fastattn.bench.plan import default_threads
 from fastattn.bench.table import about, markdown
 from fastattn.exporter.lowering.measure import ShapeCase
-from fastattn.targets import Target
 from fastattn.exporter.pipeline import ExportOptions, export
 from fastattn.models import checkpoint, preset
 from fastattn.models.config import parse_patterns
 from fastattn.runtime.manifest import Manifest
+from fastattn.targets import Target
 from fastattn.train.cache import trained
 
 RESULTS = Path(__file__).parent / "results"

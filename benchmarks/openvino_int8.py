@@ -22,16 +22,17 @@ import sys
 from pathlib import Path
 from unittest import mock
 
+from fastattn.exporter.quantization import QuantizeStep
+
 from benchmarks.encoder_vs_eager import CONFIG as ENCODER
 from benchmarks.providers import checkpoint, is_current
 from fastattn.bench import Plan, Settings, bench
 from fastattn.bench.plan import default_threads
 from fastattn.bench.table import about, markdown
-from fastattn.targets import Target
 from fastattn.exporter.pipeline import ExportOptions, export
-from fastattn.exporter.quantization import QuantizeStep
 from fastattn.models import preset
 from fastattn.quantize import Mode, QuantOptions
+from fastattn.targets import Target
 
 RESULTS = Path(__file__).parent / "results"
 MODELS = {"default": preset("default"), "encoder-6x384": ENCODER}

@@ -133,7 +133,7 @@ def write_job(directory: Path, models: Mapping[str, bytes], reference: str,
         files[name] = f"model{i}.onnx"
         (directory / files[name]).write_bytes(model)
     for i, (_, feeds) in enumerate(cases):
-        np.savez(directory / f"case{i}.npz", **feeds)
+        np.savez(directory / f"case{i}.npz", **feeds)  # type: ignore[arg-type]
     job = {"provider": provider, "repeats": repeats, "threads": threads, "reference": reference, "models": files,
            "timed": list(timed),
            "cases": [{"name": name, "feeds": f"case{i}.npz"} for i, (name, _) in enumerate(cases)]}  # fmt: skip

@@ -11,14 +11,14 @@ import onnx_ir as ir
 import pytest
 
 import fastattn.runtime as rt
-from fastattn.runtime.environments import PACKAGE_ROOT, python_for
 from fastattn.exporter.lowering.blocked_matmul import BLOCKED_MATMUL
 from fastattn.exporter.lowering.hierarchical import HIERARCHICAL
 from fastattn.exporter.lowering.measure import ShapeCase, measure
-from fastattn.targets import Target
 from fastattn.exporter.pipeline import ExportOptions, export
 from fastattn.models import ModelConfig, build, save
 from fastattn.models.config import parse_patterns
+from fastattn.runtime.environments import PACKAGE_ROOT, python_for
+from fastattn.targets import Target
 from tests.attention.grid import Case
 from tests.attention.hierarchical_grid import HCase
 from tests.lowering.harness import site_and_model
