@@ -10,7 +10,7 @@ measured at a 4096-token prefill) and timed by ``fastattn bench`` at prefill S =
 16384, batch 1, 2 threads.
 
     python -m benchmarks.attention_quality          # -> benchmarks/results/attention_quality.{json,md}
-    python -m benchmarks.attention_quality --quick  # 2 patterns, 20 steps, S = 256 .. 512 (a smoke run)
+    python -m benchmarks.attention_quality --smoke --out DIR   # 2 patterns, a few steps, S = 64, 128
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.record import add_options, command, out_dir, smoke_cache, work_dir, write
 from fastattn.bench import Plan, Settings, bench
 from fastattn.bench.plan import default_threads
 from fastattn.bench.table import about, markdown
@@ -34,45 +35,49 @@ from fastattn.runtime.manifest import Manifest
 from fastattn.targets import Target
 from fastattn.train.cache import trained
 
-RESULTS = Path(__file__).parent / "results"
 BASE = preset("default").replace(name="quality-6x128", d_model=128, num_heads=4, kv_heads=2, ffn_dim=384,
                                  decoder_layers=parse_patterns("full") * 6)  # fmt: skip
 PATTERNS = ("full", "sliding:64", "global_local:8:64", "hierarchical:32", "hierarchical:64")
 TRAINING = {"steps": 300, "batch": 8, "seq": 1024}
 SEQUENCES = (4096, 16384)
 PROFILE = (ShapeCase("prefill", 1, 4096), ShapeCase("decode", 1, 1, past=4096))
-QUICK = {"patterns": ("sliding:16", "hierarchical:16"), "training": {"steps": 20, "batch": 4, "seq": 128},
-         "sequences": (256, 512), "profile": (ShapeCase("prefill", 1, 256), ShapeCase("decode", 1, 1, past=256))}
+SMOKE = {"patterns": ("sliding:16", "hierarchical:16"), "training": {"steps": 4, "batch": 2, "seq": 64},
+         "sequences": (64, 128), "profile": (ShapeCase("prefill", 1, 64), ShapeCase("decode", 1, 1, past=64)),
+         "base": BASE.replace(name="quality-smoke", d_model=32, num_heads=4, kv_heads=2, ffn_dim=64,
+                              decoder_layers=parse_patterns("full") * 2)}  # fmt: skip
 
 
-def config_for(pattern: str):
+def config_for(base, pattern: str):
     name = pattern.replace(":", "")
-    return BASE.replace(name=f"quality-{name}", decoder_layers=parse_patterns(pattern) * len(BASE.decoder_layers))
+    return base.replace(name=f"{base.name}-{name}", decoder_layers=parse_patterns(pattern) * len(base.decoder_layers))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="two patterns, a few steps, short lengths")
+    add_options(parser)
     parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--workdir", type=Path, default=None, help="exports [build/attention-quality]")
-    parser.add_argument("--out", type=Path, default=None, help="results [benchmarks/results; --quick: the workdir]")
     args = parser.parse_args(argv)
-    patterns = QUICK["patterns"] if args.quick else PATTERNS
-    training = QUICK["training"] if args.quick else TRAINING
-    sequences = QUICK["sequences"] if args.quick else SEQUENCES
-    profile = QUICK["profile"] if args.quick else PROFILE
-    workdir = args.workdir or Path("build") / ("attention-quality-quick" if args.quick else "attention-quality")
-    out = args.out or (workdir if args.quick else RESULTS)
+    patterns = SMOKE["patterns"] if args.smoke else PATTERNS
+    training = SMOKE["training"] if args.smoke else TRAINING
+    sequences = SMOKE["sequences"] if args.smoke else SEQUENCES
+    profile = SMOKE["profile"] if args.smoke else PROFILE
+    base = SMOKE["base"] if args.smoke else BASE
+    out = out_dir(args)
+    workdir = args.workdir or work_dir(args, out, "attention-quality")
+    if args.smoke:
+        smoke_cache(workdir)
     rows, exports = [], []
     for pattern in patterns:
-        config = config_for(pattern)
+        config = config_for(base, pattern)
         start = time.perf_counter()
         ckpt = trained("lm", config, **training)
         _, _, metrics = checkpoint.extras(torch.load(ckpt, weights_only=True))
         directory = workdir / config.name
         if not (directory / "fastattn.json").exists():
             print(f"exporting {directory.name}", flush=True)
-            export(ckpt, ExportOptions(directory, target=Target.CPU, threads=args.threads, force=True, profile=profile))
+            export(ckpt, ExportOptions(directory, target=Target.CPU, threads=args.threads, force=True, profile=profile,
+                                       repeats=1 if args.smoke else 10))  # fmt: skip
         exports.append(directory)
         record = json.loads(ckpt.with_suffix(".json").read_text()) if ckpt.with_suffix(".json").exists() else {}
         rows.append({"pattern": pattern, "perplexity": metrics["perplexity"], "loss": metrics["loss"],
@@ -80,19 +85,17 @@ def main(argv: list[str] | None = None) -> int:
                      "kernel": sorted({a.lowering for a in Manifest.load(directory).attention}),
                      "ready_seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
         print(f"{pattern}: held-out perplexity {metrics['perplexity']:.3f}", flush=True)
-    settings = Settings(args.threads, warmup=1, repeats=3, min_time=0.0, decode_steps=2) if args.quick else (
+    settings = Settings(args.threads, warmup=1, repeats=2, min_time=0.0, decode_steps=2) if args.smoke else (
         Settings(args.threads, warmup=2, repeats=5, min_time=0.0, decode_steps=4))  # fmt: skip
     plan = Plan.create(exports, ["cpu"], batches=(1,), sequences=sequences, sweep=True, settings=settings)
     result = bench(plan, progress=lambda message: print(message, flush=True))
-    stem = "attention_quality-quick" if args.quick else "attention_quality"
-    result.save(out / f"{stem}.json.bench")
+    stem = "attention_quality"
     prefill = {(r.export, r.sequence): r.prefill_ms or r.latency.p50 for r in result.rows}
     decode = {(r.export, r.sequence): r.decode_tokens_per_s for r in result.rows}
     for row, directory in zip(rows, exports, strict=True):
         row["prefill_ms"] = {s: prefill.get((directory.name, s)) for s in sequences}
         row["decode_tokens_per_s"] = {s: decode.get((directory.name, s)) for s in sequences}
-    (out / f"{stem}.json").write_text(json.dumps({"config": BASE.to_dict(), "training": training, "rows": rows},
-                                                 indent=1))  # fmt: skip
+    cmd = command("attention_quality", *(["--smoke"] if args.smoke else []))
     head = " | ".join(f"prefill {s} ms | decode tok/s after {s}" for s in sequences)
     lines = [f"| attention | held-out perplexity | {head} | kernel |", "|---|---:|" + "---:|---:|" * len(sequences) + "---|"]
     for row in rows:
@@ -101,18 +104,20 @@ def main(argv: list[str] | None = None) -> int:
     text = [
         "# Quality against cost: full, sliding, global+local and hierarchical attention in one 6-layer LM",
         "",
-        f"`{BASE.name}`: {len(BASE.decoder_layers)} layers, d={BASE.d_model}, {BASE.num_heads}/{BASE.kv_heads} heads, "
-        f"ffn {BASE.ffn_dim}, byte vocabulary, every layer one pattern (equal parameters); `fastattn train lm` "
+        f"`{base.name}`: {len(base.decoder_layers)} layers, d={base.d_model}, {base.num_heads}/{base.kv_heads} heads, "
+        f"ffn {base.ffn_dim}, byte vocabulary, every layer one pattern (equal parameters); `fastattn train lm` "
         f"{training['steps']} steps of {training['batch']} x {training['seq']} tokens, seed 0, on the stdlib corpus; "
         "perplexity on its held-out files at the training length. Prefill and decode: the CPU export, batch 1, "
-        f"`fastattn bench`. Reproduce: `python -m benchmarks.attention_quality{' --quick' if args.quick else ''}`.",
+        f"`fastattn bench`. Reproduce: `{cmd}`.",
         "",
         about(result),
         *lines,
         "",
         markdown(result),
     ]
-    (out / f"{stem}.md").write_text("\n".join(text) + "\n")
+    record = {"command": cmd, "config": base.to_dict(), "training": training, "rows": rows,
+              "bench": result.to_dict()}  # fmt: skip
+    write(out, stem, record, "\n".join(text) + "\n")
     print("\n".join(lines))
     return 1 if result.failures else 0
 

@@ -198,3 +198,12 @@ def test_genai_and_genai_graphs(tmp_path):
     assert [row["model"] for row in graphs["rows"]] == ["genai-fp32", "fastattn-fp32", "genai-int4", "fastattn-int4"]
     for row in graphs["rows"]:
         measured(row["decode_ms"], *row["rounds_ms"])
+
+
+def test_attention_quality(tmp_path):
+    r = smoke("attention_quality", tmp_path)
+    assert [row["pattern"] for row in r["rows"]] == ["sliding:16", "hierarchical:16"]
+    for row in r["rows"]:
+        measured(row["perplexity"], *row["prefill_ms"].values(), *row["decode_tokens_per_s"].values())
+        assert row["perplexity"] < 300  # a byte LM after a few steps: finite and below a uniform guess (256)
+    assert r["rows"][1]["kernel"][0].startswith("hierarchical")
