@@ -207,3 +207,14 @@ def test_attention_quality(tmp_path):
         measured(row["perplexity"], *row["prefill_ms"].values(), *row["decode_tokens_per_s"].values())
         assert row["perplexity"] < 300  # a byte LM after a few steps: finite and below a uniform guess (256)
     assert r["rows"][1]["kernel"][0].startswith("hierarchical")
+
+
+def test_openvino_int8(tmp_path):
+    """fp32 and int8-static on OpenVINO EP, each with the scalar folding and without it (-split)."""
+    record = smoke("openvino_int8", tmp_path)
+    rows = bench_rows(record["bench"])
+    want = {f"default-{p}{s}" for p in ("fp32", "int8") for s in ("", "-split")}
+    assert {row["export"] for row in rows} == want and {row["provider"] for row in rows} == {"openvino"}
+    # folded: the whole graph is one OpenVINO subgraph; split: more than one partition, or CPU EP nodes
+    assert record["placement"]["default-fp32"] == record["placement"]["default-int8"] == "OpenVINO 1"
+    assert record["placement"]["default-fp32-split"] != "OpenVINO 1"

@@ -12,8 +12,8 @@ import pytest
 
 import fastattn.runtime as rt
 from fastattn.exporter.lowering.blocked_matmul import BLOCKED_MATMUL
-from fastattn.exporter.lowering.hierarchical import HIERARCHICAL
 from fastattn.exporter.lowering.choose import _fastest
+from fastattn.exporter.lowering.hierarchical import HIERARCHICAL
 from fastattn.exporter.lowering.measure import ShapeCase, measure
 from fastattn.exporter.pipeline import ExportOptions, export
 from fastattn.models import ModelConfig, build, save
