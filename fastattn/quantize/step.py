@@ -14,7 +14,8 @@ For ``int8`` with ``outlier_channels`` left unset, a failed first attempt is tri
 :data:`OUTLIER_CHANNELS` input channels of every weight computed in float
 (:mod:`fastattn.quantize.outliers`; the channels are found on the calibration data, else on
 random samples of the model's inputs, never on the evaluation set), and the search, if still
-needed, keeps weights in float on top of that: float channels cost less time than float weights. The float graphs are set aside in
+needed, keeps weights in float on top of that (float channels cost less time than float weights),
+unless the second tier came out no closer to the gate than the first. The float graphs are set aside in
 a scratch directory inside the staged export for the duration and removed at the end; the
 directory holds the quantized graphs when this returns.
 """
@@ -231,8 +232,11 @@ def quantize_directory(
             step(f"{options.mode.value} fails its gate ({report.failures[0]}): computing the {OUTLIER_CHANNELS} "
                  f"largest input channels of each weight in float")  # fmt: skip
             options = replace(options, outlier_channels=OUTLIER_CHANNELS)
+            plain = report.attempts[-1].figures
             results, figures = attempt(())
             report.attempts.append(AttemptRecord([], figures, gate.failures(task, base, figures), OUTLIER_CHANNELS))
+            if report.failures and gate.badness(task, base, figures) >= gate.badness(task, base, plain):
+                options = replace(options, outlier_channels=0)  # it did not help: the search starts from plain int8
         if report.failures:
             results = _search(report, results, attempt, manifest, step, time.perf_counter() + budget, budget)
         report.figures["quantized"] = report.attempts[-1].figures
