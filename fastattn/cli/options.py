@@ -43,6 +43,7 @@ class QuantizeRequest:
     min_cosine: float | None = None
     max_accuracy_drop: float | None = None
     search_budget: float | None = None  # seconds for the sensitivity search (None: QuantizeStep's default)
+    outlier_channels: int | None = None  # int8: float input channels per weight (None: the step decides)
 
     def step(self, target: Target):
         """The quantize step for an export lowered for ``target`` (None without ``--quantize``)."""
@@ -56,7 +57,7 @@ class QuantizeRequest:
         options = QuantOptions(
             mode, block_size=self.block_size, symmetric=not self.asymmetric, accuracy_level=self.accuracy_level,
             calibration_method=CalibrationMethod(self.calibration_method), keep_float=tuple(self.keep_float),
-            target=target,
+            outlier_channels=self.outlier_channels, target=target,
         )  # fmt: skip
         gate = MODES[mode].gate.relaxed(self.max_ppl_increase, self.min_cosine, self.max_accuracy_drop)
         step = QuantizeStep(options, gate, self.eval_data, self.calibration)
@@ -93,6 +94,9 @@ def quantize_options(mode_required: bool = False):
         click.option("--search-budget", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
                      help="When the gate fails, the search for weights to keep in float stops after this long "
                      "[default: 300]; a search stopped there fails the gate, so a busy machine may need more."),
+        click.option("--outlier-channels", type=click.IntRange(min=0), default=None, metavar="N",
+                     help="int8: compute the N largest input channels of each weight MatMul in float beside the "
+                     "int8 product [default: 0, and 4 when plain int8 fails its gate]."),
     )  # fmt: skip
 
 

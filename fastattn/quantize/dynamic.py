@@ -13,6 +13,10 @@ function call) into ``com.microsoft.QAttention``, which then fails to load, and 
 ``DefaultTensorType`` it stops on contrib ops whose output types ONNX cannot infer. It
 leaves If branches alone (``EnableSubgraph`` off) and copies model-local functions unchanged.
 Gemm has no integer kernel on this path: Gemm sites stay float.
+
+With ``outlier_channels`` (the quantize step's second tier, :mod:`fastattn.quantize.outliers`), the
+largest input channels of each site, found on the job's calibration batches, are computed in
+float beside the integer product, so the per-tensor activation scale is set by the others.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ import logging
 import platform
 from pathlib import Path
 
+import onnx_ir as ir
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from fastattn.quantize.base import ModeSpec
 from fastattn.quantize.gates import INT8_GATE
 from fastattn.quantize.options import Job, Mode
+from fastattn.quantize.outliers import channel_absmax, split_outliers
 from fastattn.runtime.manifest import Precision
 from fastattn.targets import Int8Format
 
@@ -81,8 +87,11 @@ def quantize(job: Job) -> tuple[dict[str, str], dict]:
     }
     if job.options.target.spec.int8 is not Int8Format.DYNAMIC:
         settings["note"] = job.options.target.spec.note
+    src = job.src
+    if job.options.outlier_channels:
+        src, settings["outliers"] = _split(job, nodes)
     quantize_dynamic(
-        job.src,
+        src,
         job.dst,
         op_types_to_quantize=["MatMul"],
         per_channel=True,
@@ -97,6 +106,25 @@ def quantize(job: Job) -> tuple[dict[str, str], dict]:
         },
     )
     return kept, settings
+
+
+def _split(job: Job, nodes: list[str]) -> tuple[Path, dict]:
+    """The job's model with each site's outlier channels in float beside it (a file in the work directory)."""
+    count = job.options.outlier_channels or 0
+    if job.calibration is None:
+        raise ValueError("outlier channels need calibration batches (Job.calibration)")
+    model = ir.load(job.src)
+    names = {n.name for n in model.graph if n.name in set(nodes)}
+    inputs = [n.inputs[0].name for n in model.graph if n.name in names and n.inputs[0] is not None]
+    absmax = channel_absmax(model, inputs, job.calibration)
+    splits = split_outliers(model, names, absmax, count)
+    path = job.workdir / "outliers.onnx"
+    ir.save(model, path, external_data="outliers.onnx.data", size_threshold_bytes=1024)
+    log.info("int8: %d input channels of each of %d weights computed in float", count, len(splits))
+    return path, {"channels_per_weight": count, "weights": len(splits),
+                  "largest_over_median": max((s.share for s in splits), default=0.0),
+                  "how": "the largest input channels (absolute maximum on calibration batches) of each weight "
+                         "MatMul are computed in float beside the int8 product"}  # fmt: skip
 
 
 MODE = ModeSpec(Mode.INT8, Precision.INT8, INT8_GATE, quantize)

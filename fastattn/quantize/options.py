@@ -41,6 +41,9 @@ class QuantOptions:
     calibration_method: CalibrationMethod = CalibrationMethod.MINMAX
     calibration_batches: int = 16  # int8-static: at most this many batches are run
     keep_float: tuple[str, ...] = ()  # node names, weight initializer names or module-path prefixes
+    # int8: input channels per weight MatMul computed in float beside the integer product (outliers.py);
+    # None: the quantize step decides (0 first, OUTLIER_CHANNELS when plain int8 fails its gate)
+    outlier_channels: int | None = None
     target: Target = Target.CPU  # what the model is lowered for: its provider decides the format
 
     def __post_init__(self) -> None:
@@ -57,6 +60,8 @@ class QuantOptions:
                 f"int4 accuracy level {self.accuracy_level} is not one of 0-4",
                 "use 4 (int8 compute, fast on CPU), 1 (fp32 compute) or leave it unset",
             )
+        if self.outlier_channels is not None and self.outlier_channels < 0:
+            raise InputError(f"outlier channels {self.outlier_channels} is negative", "use 0 (none) or a few (4)")
         if self.calibration_batches < 1:
             raise InputError(
                 f"calibration_batches is {self.calibration_batches}", "use at least 1 (default 16)"

@@ -94,6 +94,7 @@ class AttemptRecord:
     kept: list[str]  # weights (graph:node) kept in float on top of the user's keep list
     figures: Figures
     failures: list[str]
+    outlier_channels: int = 0  # int8: input channels per weight computed in float (quantize/outliers.py)
 
 
 @dataclass

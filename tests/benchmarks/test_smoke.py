@@ -218,3 +218,23 @@ def test_openvino_int8(tmp_path):
     # folded: the whole graph is one OpenVINO subgraph; split: more than one partition, or CPU EP nodes
     assert record["placement"]["default-fp32"] == record["placement"]["default-int8"] == "OpenVINO 1"
     assert record["placement"]["default-fp32-split"] != "OpenVINO 1"
+
+
+def test_optimum_minilm(tmp_path):
+    r = smoke("optimum_minilm", tmp_path)
+    shapes = [tuple(s) for s in r["shapes"]]
+    assert shapes == [(1, 16), (1, 32), (2, 16)] and r["rounds"] == 1 and not r["failures"]
+    for result in r["bench_rounds"]:
+        bench_rows(result)
+    pairs = {(x["batch"], x["sequence"], x["fastattn"], x["other"]) for x in r["ratios"]}
+    assert len(pairs) == 4 * len(shapes)  # fp32 vs o3 and Optimum fp32, int8 vs Optimum int8 and o3, each shape
+    for x in r["ratios"]:
+        measured(x["ratio"], *x["rounds"])
+        assert x["low"] <= x["ratio"] <= x["high"]
+    labels = {m["export"] for m in r["medians"]}
+    assert {"fastattn-fp32", "fastattn-int8", "optimum-fp32", "optimum-o3", "optimum-int8"} <= labels
+    accuracy = {a["export"]: a for a in r["accuracy"]}
+    assert accuracy["fastattn-fp32"]["cosine_min"] > 0.99999  # the float export computes what transformers does
+    assert accuracy["optimum-o3"]["cosine_min"] > 0.9999
+    assert accuracy["fastattn-int8"]["cosine"] > 0.99 and r["fastattn_int8"]["passed"]
+    measured(r["gemm"]["machine_u8s8_gops"], *(v["gops"] for v in r["gemm"]["int8_model"].values()))
