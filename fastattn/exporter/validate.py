@@ -6,10 +6,13 @@ steps, each side feeding its own ``present`` back as ``past``. Every output gets
 abs error, max rel error (max abs error over the largest |reference| value), mean abs
 error and cosine similarity; the worst over the steps of a case is kept.
 
-An output passes when ``max_abs <= atol + rtol·max|ref|`` and ``cosine >= min_cosine``,
-and NaNs appear in the same places. Positions whose token is padding (mask 0) are left
-out: what a model computes there has no meaning, and kernels legitimately differ. A
-failure is an error for the caller to raise.
+An output passes when NaNs appear in the same places and, for float exports,
+``max_abs <= atol + rtol·max|ref|`` and ``cosine >= min_cosine``; quantized exports, whose
+accuracy their task gate judges, have no element-wise bound: their cosine, whole and per
+batch row, must reach a bound that catches broken graphs only (see TOLERANCES). Each
+output also records the least per-token cosine and, for logits, top-1 agreement.
+Positions whose token is padding (mask 0) are left out: what a model computes there has
+no meaning, and kernels legitimately differ. A failure is an error for the caller to raise.
 """
 
 from __future__ import annotations
@@ -34,15 +37,32 @@ Arrays = dict[str, np.ndarray]
 Runner = Callable[[Mapping[str, np.ndarray]], Arrays]
 
 
-# Quantized models are gated on task accuracy (quantize/gates.py); their bounds here catch a broken graph
-# (a weight lost, a mask ignored, a wrong decode path, NaN), not quantization noise: no max-abs/max-rel
-# bound, a cosine bound on each batch row. PROVISIONAL: set from benchmarks/quantized_validation.
-_QUANTIZED_BASIS = "provisional"
+# Quantized models are gated on task accuracy (quantize/gates.py); validation only catches a broken graph (a
+# weight lost, a mask ignored, a wrong decode path, NaN), so it has no max-abs / max-rel bound: a correct int8
+# quantization moves single elements a lot (max rel 0.12 on a tiny Llama), and int4 of tiny random checkpoints
+# more (0.80). Each output must be finite where the reference is, and its cosine with the reference, whole and
+# per batch row (padding left out), must reach the bound. The bounds lie between the worst correct export and
+# the best broken copy measured (benchmarks/results/quantized_validation.md; ``basis`` says so in every record).
+# fp16 keeps element-wise bounds: it moved the present keys of a tiny encoder-decoder by 0.0126 (cosine 0.999995).
+_INT8_BASIS = (
+    "quantized: the gate judges accuracy; these bounds catch broken graphs. Measured "
+    "(benchmarks/results/quantized_validation.md): correct int8 exports (MiniLM-L6, a trained byte LM, a random "
+    "6x512 Llama, tiny Hugging Face checkpoints) reach row cosine >= 0.9925 (worst: tiny Llama); their broken "
+    "copies (first or last quantized weight zeroed, attention mask ignored) <= 0.941 (best: tiny BERT, mask "
+    "ignored); 0.98 lies between."
+)
+_INT4_BASIS = (
+    "quantized: the gate judges accuracy; these bounds catch broken graphs. Measured "
+    "(benchmarks/results/quantized_validation.md): correct int4 exports reach row cosine >= 0.764 (worst: tiny "
+    "random Mistral; the trained byte LM 0.997); their broken copies <= 0.506 (tiny Mistral, mask ignored), "
+    "except a random 6x512 Llama with its last quantized weight zeroed (0.938, less than int4 moves tiny "
+    "random models: no cosine bound separates it); 0.65 lies between."
+)
 TOLERANCES = {
     Precision.FP32: Tolerance(atol=1e-5, rtol=1e-4, min_cosine=0.99999),
     Precision.FP16: Tolerance(atol=1e-3, rtol=3e-2, min_cosine=0.999),
-    Precision.INT8: Tolerance(None, None, min_cosine=0.99, min_row_cosine=0.99, basis=_QUANTIZED_BASIS),
-    Precision.INT4: Tolerance(None, None, min_cosine=0.6, min_row_cosine=0.6, basis=_QUANTIZED_BASIS),
+    Precision.INT8: Tolerance(None, None, min_cosine=0.98, min_row_cosine=0.98, basis=_INT8_BASIS),
+    Precision.INT4: Tolerance(None, None, min_cosine=0.65, min_row_cosine=0.65, basis=_INT4_BASIS),
 }
 
 

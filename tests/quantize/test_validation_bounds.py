@@ -133,12 +133,12 @@ def test_quantization_noise_passes_where_element_wise_bounds_failed():
 def test_one_row_off_fails_even_when_the_whole_output_is_close():
     """A row computed wrongly (as an ignored mask makes a padded row) fails although the batch's cosine is high."""
     rng = np.random.default_rng(1)
-    want = rng.standard_normal((8, 16, 32)).astype(np.float32)
+    want = rng.standard_normal((64, 16, 32)).astype(np.float32)
     got = want.copy()
-    got[5] = 0.5 * want[5] + 0.5 * rng.standard_normal(want[5].shape)
+    got[5] = 0.3 * want[5] + rng.standard_normal(want[5].shape)  # row cosine ~0.29
     for precision in (Precision.INT8, Precision.INT4):
         s = compare("last_hidden_state", got, want, TOLERANCES[precision])
-        assert s.cosine > 0.95 and s.row_cosine < 0.75 and not s.passed
+        assert s.cosine > TOLERANCES[precision].min_cosine and s.row_cosine < 0.4 and not s.passed
 
 
 def test_a_single_nan_fails_every_precision():
