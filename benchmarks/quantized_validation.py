@@ -94,6 +94,12 @@ def passes(rows: list[dict], tol: Tolerance) -> bool:
             return False
         if tol.min_row_cosine is not None and r["row_cosine"] is not None and r["row_cosine"] < tol.min_row_cosine:
             return False
+        if (
+            tol.min_token_cosine is not None
+            and r["token_cosine"] is not None
+            and r["token_cosine"] < tol.min_token_cosine
+        ):
+            return False
         if tol.min_top1 is not None and r["top1"] is not None and r["top1"] < tol.min_top1:
             return False
     return True
@@ -131,9 +137,14 @@ def sixteen_sentences(minilm: Path, work: Path) -> Path:
 
 
 def models(work: Path, smoke: bool) -> list[Model]:
+    import torch
+
     from tests.hf.checkpoints import BUILDERS
 
-    tiny = {name: BUILDERS[name](work / f"tiny-{name}") for name in ("llama", "mistral", "bert")}
+    tiny = {}
+    for name in ("llama", "mistral", "bert"):
+        torch.manual_seed(0)  # the builders draw random weights: the same ones every run
+        tiny[name] = BUILDERS[name](work / f"tiny-{name}")
     small = [Model("tiny-llama", tiny["llama"], Mode.INT8), Model("tiny-llama", tiny["llama"], Mode.INT4),
              Model("tiny-mistral", tiny["mistral"], Mode.INT4), Model("tiny-bert", tiny["bert"], Mode.INT8)]  # fmt: skip
     if smoke:

@@ -180,7 +180,7 @@ def _worst_per_family(outputs: list, quantized: bool = False) -> list[tuple[str,
 
 
 def _least_cosine(o) -> float:
-    return min(o.cosine, o.row_cosine if o.row_cosine is not None else 1.0)
+    return min(o.cosine, *(c for c in (o.row_cosine, o.token_cosine) if c is not None))
 
 
 def _opt(x: float | None) -> str:
@@ -204,14 +204,14 @@ def _validation(validation: ValidationRecord | None) -> list[str]:
     lines += [
         "",
         "| graph | case | output | max abs | max rel | mean abs | cosine |"
-        + (" row cosine | top-1 |" if quantized else "")
+        + (" row cosine | token cosine | top-1 |" if quantized else "")
         + " |",
-        "|---|---|---|---|---|---|---|---|" + ("---|---|" if quantized else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|---|---|" if quantized else ""),
     ]
     for case in validation.cases:
         for name, o in _worst_per_family(case.outputs, quantized):
             mark = "ok" if o.passed else f"**FAIL** {o.note}".strip()
-            extra = f" {_opt(o.row_cosine)} | {_opt(o.top1)} |" if quantized else ""
+            extra = f" {_opt(o.row_cosine)} | {_opt(o.token_cosine)} | {_opt(o.top1)} |" if quantized else ""
             lines.append(
                 f"| {case.graph} | {case.case} | {name} | {_fmt(o.max_abs)} | {_fmt(o.max_rel)} | "
                 f"{_fmt(o.mean_abs)} | {o.cosine:.7f} |{extra} {mark} |"

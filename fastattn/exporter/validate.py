@@ -61,8 +61,8 @@ _INT4_BASIS = (
 TOLERANCES = {
     Precision.FP32: Tolerance(atol=1e-5, rtol=1e-4, min_cosine=0.99999),
     Precision.FP16: Tolerance(atol=1e-3, rtol=3e-2, min_cosine=0.999),
-    Precision.INT8: Tolerance(None, None, min_cosine=0.98, min_row_cosine=0.98, basis=_INT8_BASIS),
-    Precision.INT4: Tolerance(None, None, min_cosine=0.65, min_row_cosine=0.65, basis=_INT4_BASIS),
+    Precision.INT8: Tolerance(None, None, 0.98, min_row_cosine=0.98, min_token_cosine=0.97, basis=_INT8_BASIS),
+    Precision.INT4: Tolerance(None, None, 0.65, min_row_cosine=0.65, min_token_cosine=0.3, basis=_INT4_BASIS),
 }
 
 
@@ -156,6 +156,8 @@ def compare(
         passed = passed and max_abs <= tol.atol + tol.rtol * scale  # type: ignore[operator]
     if tol.min_row_cosine is not None and rows is not None:
         passed = passed and rows >= tol.min_row_cosine
+    if tol.min_token_cosine is not None and tokens is not None:
+        passed = passed and tokens >= tol.min_token_cosine
     if tol.min_top1 is not None and top1 is not None:
         passed = passed and top1 >= tol.min_top1
     return OutputStats(name, max_abs, max_rel, float(diff.mean()), cosine, passed, "", rows, tokens, top1)

@@ -124,14 +124,16 @@ class Tolerance:
 
     Float exports, element-wise: ``max_abs <= atol + rtol * max|reference|`` and ``cosine >= min_cosine``.
     Quantized exports leave ``atol``/``rtol`` out (None): their task gate judges accuracy, and these bounds
-    only catch a broken graph: ``cosine``, each batch row's cosine >= ``min_row_cosine`` and, for logits,
-    top-1 agreement >= ``min_top1``. ``basis`` says what measurement the bounds come from.
+    only catch a broken graph: ``cosine``, each batch row's cosine >= ``min_row_cosine``, each token's (each
+    vector along the last axis) >= ``min_token_cosine`` and, for logits, top-1 agreement >= ``min_top1``.
+    ``basis`` says what measurement the bounds come from.
     """
 
     atol: float | None
     rtol: float | None
     min_cosine: float
     min_row_cosine: float | None = None
+    min_token_cosine: float | None = None
     min_top1: float | None = None
     basis: str = ""
 
@@ -145,6 +147,8 @@ class Tolerance:
         parts.append(f"cosine >= {self.min_cosine:g}")
         if self.min_row_cosine is not None:
             parts.append(f"each batch row's cosine >= {self.min_row_cosine:g}")
+        if self.min_token_cosine is not None:
+            parts.append(f"each token's cosine >= {self.min_token_cosine:g}")
         if self.min_top1 is not None:
             parts.append(f"logits top-1 agreement >= {self.min_top1:g}")
         return ", ".join(parts) + ", finite where the reference is"
