@@ -40,29 +40,30 @@ Runner = Callable[[Mapping[str, np.ndarray]], Arrays]
 # Quantized models are gated on task accuracy (quantize/gates.py); validation only catches a broken graph (a
 # weight lost, a mask ignored, a wrong decode path, NaN), so it has no max-abs / max-rel bound: a correct int8
 # quantization moves single elements a lot (max rel 0.12 on a tiny Llama), and int4 of tiny random checkpoints
-# more (0.80). Each output must be finite where the reference is, and its cosine with the reference, whole and
-# per batch row (padding left out), must reach the bound. The bounds lie between the worst correct export and
+# more (1.07). Each output must be finite where the reference is, and its cosine with the reference, whole, per
+# batch row and per token (padding left out), must reach the bounds. The bounds lie between the worst correct export and
 # the best broken copy measured (benchmarks/results/quantized_validation.md; ``basis`` says so in every record).
 # fp16 keeps element-wise bounds: it moved the present keys of a tiny encoder-decoder by 0.0126 (cosine 0.999995).
 _INT8_BASIS = (
     "quantized: the gate judges accuracy; these bounds catch broken graphs. Measured "
     "(benchmarks/results/quantized_validation.md): correct int8 exports (MiniLM-L6, a trained byte LM, a random "
-    "6x512 Llama, tiny Hugging Face checkpoints) reach row cosine >= 0.9925 (worst: tiny Llama); their broken "
-    "copies (first or last quantized weight zeroed, attention mask ignored) <= 0.941 (best: tiny BERT, mask "
-    "ignored); 0.98 lies between."
+    "6x512 Llama, tiny Hugging Face checkpoints) reach row cosine >= 0.994 and token cosine >= 0.986 (worst: "
+    "tiny Llama); their broken copies (first or last quantized weight zeroed, attention mask ignored) at best "
+    "0.940 and 0.827 (tiny BERT, mask ignored); 0.98 and 0.97 lie between."
 )
 _INT4_BASIS = (
     "quantized: the gate judges accuracy; these bounds catch broken graphs. Measured "
-    "(benchmarks/results/quantized_validation.md): correct int4 exports reach row cosine >= 0.764 (worst: tiny "
-    "random Mistral; the trained byte LM 0.997); their broken copies <= 0.506 (tiny Mistral, mask ignored), "
-    "except a random 6x512 Llama with its last quantized weight zeroed (0.938, less than int4 moves tiny "
-    "random models: no cosine bound separates it); 0.65 lies between."
+    "(benchmarks/results/quantized_validation.md): correct int4 exports reach row cosine >= 0.684 and token "
+    "cosine >= 0.364 (worst: tiny random Llama; the trained byte LM 0.997 and 0.973); their broken copies at "
+    "best 0.481 (tiny Mistral, mask ignored) and 0.0 (last weight zeroed); 0.6 and 0.2 lie between. Known "
+    "miss (quantized_validation-unseeded.md): a random 6x512 Llama with its last int4 weight zeroed (0.938 "
+    "and 0.902) moves less than int4 moves tiny random models."
 )
 TOLERANCES = {
     Precision.FP32: Tolerance(atol=1e-5, rtol=1e-4, min_cosine=0.99999),
     Precision.FP16: Tolerance(atol=1e-3, rtol=3e-2, min_cosine=0.999),
     Precision.INT8: Tolerance(None, None, 0.98, min_row_cosine=0.98, min_token_cosine=0.97, basis=_INT8_BASIS),
-    Precision.INT4: Tolerance(None, None, 0.65, min_row_cosine=0.65, min_token_cosine=0.3, basis=_INT4_BASIS),
+    Precision.INT4: Tolerance(None, None, 0.6, min_row_cosine=0.6, min_token_cosine=0.2, basis=_INT4_BASIS),
 }
 
 

@@ -35,7 +35,10 @@ CASES = {"lm-int8": ("lm", Mode.INT8), "lm-int4": ("lm", Mode.INT4), "bert-int8"
 @pytest.fixture(scope="module")
 def models(trained_lm, tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     """(model, fp32 export) of the tiny trained LM and a tiny Hugging Face BERT, exported once."""
+    import torch
+
     root = tmp_path_factory.mktemp("bounds")
+    torch.manual_seed(0)  # the builder draws random weights: the same ones every run
     bert = BUILDERS["bert"](root / "bert-checkpoint")
     found = {}
     for name, model in (("lm", trained_lm), ("bert", bert)):
