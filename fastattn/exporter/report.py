@@ -180,7 +180,7 @@ def _worst_per_family(outputs: list, quantized: bool = False) -> list[tuple[str,
 
 
 def _least_cosine(o) -> float:
-    return min(o.cosine, *(c for c in (o.row_cosine, o.token_cosine) if c is not None))
+    return min([o.cosine, *(c for c in (o.row_cosine, o.token_cosine) if c is not None)])
 
 
 def _opt(x: float | None) -> str:
