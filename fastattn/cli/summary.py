@@ -37,12 +37,16 @@ def print_export(result, as_json: bool = False) -> None:
 
 
 def print_validation(validation) -> None:
-    cases = Table("graph", "case", "worst output", "max abs", "max rel", "cosine", "", title="validation vs PyTorch")
+    quantized = not validation.tolerance.elementwise  # judged by cosines per row, not element-wise
+    extra = ("row cosine",) if quantized else ()
+    cases = Table("graph", "case", "worst output", "max abs", "max rel", "cosine", *extra, "", title="validation vs PyTorch")
     for c in validation.cases:
-        worst = max(c.outputs, key=lambda o: (not o.passed, o.max_rel))
+        least = (lambda o: -(o.row_cosine if o.row_cosine is not None else o.cosine)) if quantized else (lambda o: o.max_rel)
+        worst = max(c.outputs, key=lambda o: (not o.passed, least(o)))
         mark = "[green]ok[/]" if c.passed else "[red]FAIL[/]"
+        row = "-" if worst.row_cosine is None else f"{worst.row_cosine:.6f}"
         cases.add_row(c.case.graph, c.case.name, worst.name, f"{worst.max_abs:.2e}", f"{worst.max_rel:.2e}",
-                      f"{worst.cosine:.7f}", mark)  # fmt: skip
+                      f"{worst.cosine:.7f}", *((row,) if quantized else ()), mark)  # fmt: skip
     out.print(cases)
 
 

@@ -167,18 +167,26 @@ def _quantization(q: QuantizationRecord | None) -> list[str]:
     return lines
 
 
-def _worst_per_family(outputs: list) -> list[tuple[str, object]]:
+def _worst_per_family(outputs: list, quantized: bool = False) -> list[tuple[str, object]]:
     """One row per output family (``present_key_0..N`` -> ``present_key_*``, ``present.N.key`` -> ``present.*.key``):
-    its worst member."""
+    its worst member (by max rel; quantized: by least row cosine)."""
     families: dict[str, list] = {}
     for o in outputs:
         families.setdefault(re.sub(r"(?<=[_.])\d+(?=$|\.)", "*", o.name), []).append(o)
     rows = []
     for name, members in families.items():
         failed = [o for o in members if not o.passed]
-        worst = max(failed or members, key=lambda o: o.max_rel)
+        worst = max(failed or members, key=lambda o: -_least_cosine(o) if quantized else o.max_rel)
         rows.append((worst.name if failed or len(members) == 1 else name, worst))
     return rows
+
+
+def _least_cosine(o) -> float:
+    return min([o.cosine, *(c for c in (o.row_cosine, o.token_cosine) if c is not None)])
+
+
+def _opt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.5f}"
 
 
 def _validation(validation: ValidationRecord | None) -> list[str]:
@@ -190,18 +198,25 @@ def _validation(validation: ValidationRecord | None) -> list[str]:
         f"## Validation: {verdict}",
         "",
         f"{validation.against} vs ONNX Runtime, precision {validation.precision}: an output passes when "
-        f"max abs error <= {tol.atol:g} + {tol.rtol:g} x max|reference| and cosine >= {tol.min_cosine}. "
-        "max rel = max abs error / max|reference|.",
+        f"{tol.describe()}. max rel = max abs error / max|reference|.",
+    ]
+    if tol.basis:
+        lines += ["", f"Bounds: {tol.basis}"]
+    quantized = not tol.elementwise
+    lines += [
         "",
-        "| graph | case | output | max abs | max rel | mean abs | cosine | |",
-        "|---|---|---|---|---|---|---|---|",
+        "| graph | case | output | max abs | max rel | mean abs | cosine |"
+        + (" row cosine | token cosine | top-1 |" if quantized else "")
+        + " |",
+        "|---|---|---|---|---|---|---|---|" + ("---|---|---|" if quantized else ""),
     ]
     for case in validation.cases:
-        for name, o in _worst_per_family(case.outputs):
+        for name, o in _worst_per_family(case.outputs, quantized):
             mark = "ok" if o.passed else f"**FAIL** {o.note}".strip()
+            extra = f" {_opt(o.row_cosine)} | {_opt(o.token_cosine)} | {_opt(o.top1)} |" if quantized else ""
             lines.append(
                 f"| {case.graph} | {case.case} | {name} | {_fmt(o.max_abs)} | {_fmt(o.max_rel)} | "
-                f"{_fmt(o.mean_abs)} | {o.cosine:.7f} | {mark} |"
+                f"{_fmt(o.mean_abs)} | {o.cosine:.7f} |{extra} {mark} |"
             )
     return lines
 

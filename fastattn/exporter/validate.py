@@ -6,10 +6,13 @@ steps, each side feeding its own ``present`` back as ``past``. Every output gets
 abs error, max rel error (max abs error over the largest |reference| value), mean abs
 error and cosine similarity; the worst over the steps of a case is kept.
 
-An output passes when ``max_abs <= atol + rtol·max|ref|`` and ``cosine >= min_cosine``,
-and NaNs appear in the same places. Positions whose token is padding (mask 0) are left
-out: what a model computes there has no meaning, and kernels legitimately differ. A
-failure is an error for the caller to raise.
+An output passes when NaNs appear in the same places and, for float exports,
+``max_abs <= atol + rtol·max|ref|`` and ``cosine >= min_cosine``; quantized exports, whose
+accuracy their task gate judges, have no element-wise bound: their cosine, whole and per
+batch row, must reach a bound that catches broken graphs only (see TOLERANCES). Each
+output also records the least per-token cosine and, for logits, top-1 agreement.
+Positions whose token is padding (mask 0) are left out: what a model computes there has
+no meaning, and kernels legitimately differ. A failure is an error for the caller to raise.
 """
 
 from __future__ import annotations
@@ -34,18 +37,33 @@ Arrays = dict[str, np.ndarray]
 Runner = Callable[[Mapping[str, np.ndarray]], Arrays]
 
 
-# Quantized models are gated on task accuracy (quantize/gates.py); their element-wise bounds
-# here catch a broken graph (a wrong decode path, a mask ignored), not quantization noise.
-# Measured: dynamic int8 max rel <= 0.015 on the default decoder; static int8 0.20 on the
-# 3 logits of a tiny classifier at a shape shorter than its calibration data (cosine 0.995);
-# fp16 0.0126 on the present keys of a tiny encoder-decoder (cosine 0.999995); int4 block 16
-# on a d=48 byte LM trained 400 steps: logits cosine 0.964 (max rel 0.267) on random tokens
-# at S=323, while its gate on held-out text passed (perplexity +1.25%, agreement 93.6%).
+# Quantized models are gated on task accuracy (quantize/gates.py); validation only catches a broken graph (a
+# weight lost, a mask ignored, a wrong decode path, NaN), so it has no max-abs / max-rel bound: a correct int8
+# quantization moves single elements a lot (max rel 0.12 on a tiny Llama), and int4 of tiny random checkpoints
+# more (1.07). Each output must be finite where the reference is, and its cosine with the reference, whole, per
+# batch row and per token (padding left out), must reach the bounds. The bounds lie between the worst correct export and
+# the best broken copy measured (benchmarks/results/quantized_validation.md; ``basis`` says so in every record).
+# fp16 keeps element-wise bounds: it moved the present keys of a tiny encoder-decoder by 0.0126 (cosine 0.999995).
+_INT8_BASIS = (
+    "quantized: the gate judges accuracy; these bounds catch broken graphs. Measured "
+    "(benchmarks/results/quantized_validation.md): correct int8 exports (MiniLM-L6, a trained byte LM, a random "
+    "6x512 Llama, tiny Hugging Face checkpoints) reach row cosine >= 0.994 and token cosine >= 0.986 (worst: "
+    "tiny Llama); their broken copies (first or last quantized weight zeroed, attention mask ignored) at best "
+    "0.940 and 0.827 (tiny BERT, mask ignored); 0.98 and 0.97 lie between."
+)
+_INT4_BASIS = (
+    "quantized: the gate judges accuracy; these bounds catch broken graphs. Measured "
+    "(benchmarks/results/quantized_validation.md): correct int4 exports reach row cosine >= 0.684 and token "
+    "cosine >= 0.364 (worst: tiny random Llama; the trained byte LM 0.997 and 0.973); their broken copies at "
+    "best 0.481 (tiny Mistral, mask ignored) and 0.0 (last weight zeroed); 0.6 and 0.2 lie between. Known "
+    "miss (quantized_validation-unseeded.md): a random 6x512 Llama with its last int4 weight zeroed (0.938 "
+    "and 0.902) moves less than int4 moves tiny random models."
+)
 TOLERANCES = {
     Precision.FP32: Tolerance(atol=1e-5, rtol=1e-4, min_cosine=0.99999),
     Precision.FP16: Tolerance(atol=1e-3, rtol=3e-2, min_cosine=0.999),
-    Precision.INT8: Tolerance(atol=1e-2, rtol=0.25, min_cosine=0.99),
-    Precision.INT4: Tolerance(atol=1e-2, rtol=0.3, min_cosine=0.9),
+    Precision.INT8: Tolerance(None, None, 0.98, min_row_cosine=0.98, min_token_cosine=0.97, basis=_INT8_BASIS),
+    Precision.INT4: Tolerance(None, None, 0.6, min_row_cosine=0.6, min_token_cosine=0.2, basis=_INT4_BASIS),
 }
 
 
@@ -105,12 +123,16 @@ class ValidationResult:
         return schema.dump(self.record())
 
 
-def compare(name: str, got: np.ndarray, want: np.ndarray, tol: Tolerance) -> OutputStats:
-    """Error statistics of one output against its reference."""
+def compare(
+    name: str, got: np.ndarray, want: np.ndarray, tol: Tolerance, valid: np.ndarray | None = None
+) -> OutputStats:
+    """Error statistics of one output against its reference, over the ``valid`` positions (all if None)."""
     if got.shape != want.shape:
         return OutputStats(name, float("inf"), float("inf"), float("inf"), 0.0, False,
                            f"shape {got.shape} != reference {want.shape}")  # fmt: skip
-    a, b = got.astype(np.float64).ravel(), want.astype(np.float64).ravel()
+    full_a, full_b = got.astype(np.float64), want.astype(np.float64)
+    keep = np.ones(want.shape, bool) if valid is None else np.broadcast_to(valid, want.shape)
+    a, b = full_a[keep], full_b[keep]
     if a.size == 0:
         return OutputStats(name, 0.0, 0.0, 0.0, 1.0, True, "empty")
     finite_b = np.isfinite(b)
@@ -123,13 +145,72 @@ def compare(name: str, got: np.ndarray, want: np.ndarray, tol: Tolerance) -> Out
             return OutputStats(name, float("nan"), float("nan"), float("nan"), 0.0, False,
                                "the reference is NaN or Inf here" + ("" if same else " and the output differs"))  # fmt: skip
         a, b = a[finite_b], b[finite_b]
+        keep = keep & np.isfinite(full_b)
     diff = np.abs(a - b)
     max_abs, scale = float(diff.max()), float(np.abs(b).max())
-    norms = float(np.linalg.norm(a) * np.linalg.norm(b))
-    cosine = float(a @ b / norms) if norms > 0 else (1.0 if max_abs == 0 else 0.0)
-    passed = max_abs <= tol.atol + tol.rtol * scale and cosine >= tol.min_cosine
+    cosine = _cosine(a, b)
     max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
-    return OutputStats(name, max_abs, max_rel, float(diff.mean()), cosine, passed)
+    rows, tokens = _row_cosine(full_a, full_b, keep), _token_cosine(full_a, full_b, keep)
+    top1 = _top1(full_a, full_b, keep) if name == LOGITS else None
+    passed = cosine >= tol.min_cosine
+    if tol.elementwise:
+        passed = passed and max_abs <= tol.atol + tol.rtol * scale  # type: ignore[operator]
+    if tol.min_row_cosine is not None and rows is not None:
+        passed = passed and rows >= tol.min_row_cosine
+    if tol.min_token_cosine is not None and tokens is not None:
+        passed = passed and tokens >= tol.min_token_cosine
+    if tol.min_top1 is not None and top1 is not None:
+        passed = passed and top1 >= tol.min_top1
+    return OutputStats(name, max_abs, max_rel, float(diff.mean()), cosine, passed, "", rows, tokens, top1)
+
+
+LOGITS = "logits"  # the output whose argmax is a prediction (next token, class): top-1 agreement is measured
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    norms = float(np.linalg.norm(a) * np.linalg.norm(b))
+    if norms > 0:
+        return float(a @ b / norms)
+    return 1.0 if not (a - b).any() else 0.0
+
+
+def _row_cosine(a: np.ndarray, b: np.ndarray, keep: np.ndarray) -> float | None:
+    """The least cosine of one batch row (its kept positions); None for outputs without a batch of rows."""
+    if a.ndim < 2:
+        return None
+    found = [_cosine(a[i][keep[i]], b[i][keep[i]]) for i in range(a.shape[0]) if keep[i].any()]
+    return min(found, default=None)
+
+
+def _vectors(a: np.ndarray, b: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The vectors along the last axis whose every entry is kept."""
+    if a.ndim < 2 or a.shape[-1] < 2:
+        return None
+    whole = keep.reshape(-1, a.shape[-1]).all(axis=1)
+    if not whole.any():
+        return None
+    return a.reshape(-1, a.shape[-1])[whole], b.reshape(-1, b.shape[-1])[whole]
+
+
+def _token_cosine(a: np.ndarray, b: np.ndarray, keep: np.ndarray) -> float | None:
+    """The least cosine of one vector along the last axis (a token's hidden state or logits, a head's key)."""
+    vectors = _vectors(a, b, keep)
+    if vectors is None:
+        return None
+    x, y = vectors
+    norms = np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1)
+    same = ~(x - y).any(axis=1)
+    cos = np.where(norms > 0, (x * y).sum(axis=1) / np.where(norms > 0, norms, 1.0), np.where(same, 1.0, 0.0))
+    return float(cos.min())
+
+
+def _top1(a: np.ndarray, b: np.ndarray, keep: np.ndarray) -> float | None:
+    """The share of positions where the argmax over the last axis agrees."""
+    vectors = _vectors(a, b, keep)
+    if vectors is None:
+        return None
+    x, y = vectors
+    return float((x.argmax(axis=1) == y.argmax(axis=1)).mean())
 
 
 def torch_runner(graph: GraphDef) -> Runner:
@@ -175,18 +256,18 @@ def run_case(graph: GraphDef, case: Case, reference: Runner, candidate: Runner, 
                 continue
             valid = valid_positions(graph, cand_feeds, spec, want[spec.name])
             a, b = got[spec.name], want[spec.name]
-            if valid is not None and a.shape == b.shape:
-                a, b = a[valid], b[valid]  # padded positions carry no meaning: kernels may differ there
-            if b.dtype.kind in "fc" and not np.isfinite(b).all():
+            if valid is not None and a.shape != b.shape:
+                valid = None
+            finite = b if valid is None else b[valid]  # padded positions carry no meaning: kernels may differ there
+            if b.dtype.kind in "fc" and not np.isfinite(finite).all():
                 raise ExportError(f"the model's own output {spec.name!r} of graph {graph.name!r} is NaN or infinite "
                                   f"at {case.name} (in the reference, before any export)",
                                   "check the model's weights and inputs: a NaN or Inf weight?")  # fmt: skip
-            stats = compare(spec.name, a, b, tol)
+            stats = compare(spec.name, a, b, tol, valid)
             if step:
-                stats.note = f"worst of {case.steps + 1} calls"
+                stats.note = stats.note or f"worst of {case.steps + 1} calls"
             old = worst.get(spec.name)
-            if old is None or (old.passed and not stats.passed) or stats.max_rel > old.max_rel:
-                worst[spec.name] = stats
+            worst[spec.name] = stats if old is None else _worse(old, stats)
         if step < case.steps:
             ref_feeds, cand_feeds = (_next_step(graph, f, out, rng) for f, out in ((ref_feeds, want), (cand_feeds, got)))
             tokens = {s.name: ref_feeds[s.name] for s in graph.inputs if "sequence" in s.shape}
@@ -196,6 +277,20 @@ def run_case(graph: GraphDef, case: Case, reference: Runner, candidate: Runner, 
         for o in outputs:
             o.passed, o.note = False, "nothing to compare: every output is empty at this shape"
     return CaseResult(case, outputs)
+
+
+def _worse(old: OutputStats, new: OutputStats) -> OutputStats:
+    """Each figure's worst over two calls of a case (a decode step's stats against the earlier ones)."""
+    if not old.passed or not new.passed:
+        return old if not old.passed else new  # the first failure is reported with its own figures
+
+    def least(x: float | None, y: float | None) -> float | None:
+        return y if x is None else x if y is None else min(x, y)
+
+    return OutputStats(new.name, max(old.max_abs, new.max_abs), max(old.max_rel, new.max_rel),
+                       max(old.mean_abs, new.mean_abs), min(old.cosine, new.cosine), True, new.note or old.note,
+                       least(old.row_cosine, new.row_cosine), least(old.token_cosine, new.token_cosine),
+                       least(old.top1, new.top1))  # fmt: skip
 
 
 def valid_positions(graph: GraphDef, feeds: Arrays, spec, array: np.ndarray) -> np.ndarray | None:

@@ -121,15 +121,48 @@ class QuantizationRecord:
 
 @dataclass(frozen=True)
 class Tolerance:
-    """An output passes when ``max_abs <= atol + rtol * max|reference|`` and ``cosine >= min_cosine``."""
+    """How far an output may be from its reference. Every output must be finite where the reference is.
 
-    atol: float
-    rtol: float
+    Float exports, element-wise: ``max_abs <= atol + rtol * max|reference|`` and ``cosine >= min_cosine``.
+    Quantized exports leave ``atol``/``rtol`` out (None): their task gate judges accuracy, and these bounds
+    only catch a broken graph: ``cosine``, each batch row's cosine >= ``min_row_cosine``, each token's (each
+    vector along the last axis) >= ``min_token_cosine`` and, for logits, top-1 agreement >= ``min_top1``.
+    ``basis`` says what measurement the bounds come from.
+    """
+
+    atol: float | None
+    rtol: float | None
     min_cosine: float
+    min_row_cosine: float | None = None
+    min_token_cosine: float | None = None
+    min_top1: float | None = None
+    basis: str = ""
+
+    @property
+    def elementwise(self) -> bool:
+        return self.atol is not None and self.rtol is not None
+
+    def describe(self) -> str:
+        """The rule in words, for reports and error lines."""
+        parts = [f"max abs error <= {self.atol:g} + {self.rtol:g} x max|reference|"] if self.elementwise else []
+        parts.append(f"cosine >= {self.min_cosine:g}")
+        if self.min_row_cosine is not None:
+            parts.append(f"each batch row's cosine >= {self.min_row_cosine:g}")
+        if self.min_token_cosine is not None:
+            parts.append(f"each token's cosine >= {self.min_token_cosine:g}")
+        if self.min_top1 is not None:
+            parts.append(f"logits top-1 agreement >= {self.min_top1:g}")
+        return ", ".join(parts) + ", finite where the reference is"
 
 
 @dataclass
 class OutputStats:
+    """One output against its reference, over the positions that mean something (padding left out).
+
+    ``row_cosine``: the least cosine of one batch row; ``token_cosine``: the least cosine of one vector
+    along the last axis (one token's hidden state or logits); ``top1``: for logits, the share of
+    positions whose argmax agrees. None where they do not apply (or the stats predate them)."""
+
     name: str
     max_abs: float
     max_rel: float
@@ -137,6 +170,9 @@ class OutputStats:
     cosine: float
     passed: bool
     note: str = ""
+    row_cosine: float | None = None
+    token_cosine: float | None = None
+    top1: float | None = None
 
 
 @dataclass

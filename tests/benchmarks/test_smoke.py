@@ -141,6 +141,22 @@ def test_quantization(tmp_path):
         measured(*dec["ms"][phase].values())
 
 
+def test_quantized_validation(tmp_path):
+    """Correct int4 / int8 exports of tiny HF checkpoints beside their broken copies: today's bounds pass the
+    correct ones and reject every broken one, each break moving the outputs further than quantization did."""
+    r = smoke("quantized_validation", tmp_path)
+    records = {(x["model"], x["mode"]): x for x in r["records"]}
+    assert set(records) == {("tiny-llama", "int4"), ("tiny-bert", "int8")}
+    for record in records.values():
+        assert record["gate_passed"] and record["summary"]["finite"] and record["verdicts"]["new_rule"]
+        assert set(record["broken"]) == {"zero-first", "zero-last", "mask-ignored"}
+        for variant in record["broken"].values():
+            assert variant["summary"]["row_cosine"] < record["summary"]["row_cosine"]
+            assert not variant["verdicts"]["new_rule"]
+    assert set(r["bounds"]) == {"int8", "int4"} and all(b["basis"] for b in r["bounds"].values())
+    assert r["separation"]["int8"]["row_cosine"]["worst_correct"] > r["separation"]["int8"]["row_cosine"]["best_broken"]
+
+
 def test_trained_decode(tmp_path):
     r = smoke("trained_decode", tmp_path)
     names = [row["export"] for row in r["rows"]]

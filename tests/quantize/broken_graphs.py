@@ -4,6 +4,7 @@
                            its zero point, MatMulNBits' scales set to 0 (a dequantized weight of zeros)
     ignore_mask(path)      the graph's ``attention_mask`` replaced by ones of its shape (padding attended to,
                            positions counted over padding)
+    nan_output(path, name) the output ``name`` made NaN where it is largest (one position)
 
 Used by tests/quantize/test_validation_bounds.py and benchmarks/quantized_validation.py.
 """
@@ -59,4 +60,22 @@ def ignore_mask(path: Path) -> None:
     for use in uses:
         use.node.replace_input_with(use.idx, ones.outputs[0])
     graph.insert_before(graph.node(0), [shape, ones])
+    _save(model, path)
+
+
+def nan_output(path: Path, name: str) -> None:
+    """Make output ``name`` of the graph in ``path`` NaN where it is largest (in place): ``Where(x == max x, NaN, x)``."""
+    model = ir.load(path)
+    graph = model.graph
+    out = next(v for v in graph.outputs if v.name == name)
+    out.name = f"{name}_before_nan"
+    top = ir.node("ReduceMax", [out], {"keepdims": 1}, name="broken_max")
+    at = ir.node("Equal", [out, top.outputs[0]], name="broken_at_max")
+    nan = ir.node("Constant", [], {"value": ir.tensor(np.array(np.nan, np.float32))}, name="broken_nan")
+    poisoned = ir.node("Where", [at.outputs[0], nan.outputs[0], out], name="broken_where")
+    for node in (top, at, nan):
+        node.outputs[0].name = node.name
+    poisoned.outputs[0].name = name
+    graph.extend([top, at, nan, poisoned])
+    graph.outputs[graph.outputs.index(out)] = poisoned.outputs[0]
     _save(model, path)

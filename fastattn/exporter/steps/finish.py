@@ -63,9 +63,15 @@ def failure_line(result: ValidationResult) -> str:
     case, out = failures[0]
     more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
     detail = f"max abs error {out.max_abs:.3g}, max rel {out.max_rel:.3g}, cosine {out.cosine:.6f}"
+    if out.row_cosine is not None and result.tolerance.min_row_cosine is not None:
+        detail += f", least row cosine {out.row_cosine:.6f}"
+    if out.token_cosine is not None and result.tolerance.min_token_cosine is not None:
+        detail += f", least token cosine {out.token_cosine:.6f}"
+    if out.top1 is not None and result.tolerance.min_top1 is not None:
+        detail += f", top-1 agreement {out.top1:.4f}"
     if out.note:
         detail += f" ({out.note})"
     return (
-        f"validation failed: output {out.name!r} of graph {case.graph!r} at {case.name}: {detail}, "
-        f"tolerance atol {result.tolerance.atol:g} + rtol {result.tolerance.rtol:g}{more}"
+        f"validation failed: output {out.name!r} of graph {case.graph!r} at {case.name}: {detail}; "
+        f"passing needs {result.tolerance.describe()}{more}"
     )
