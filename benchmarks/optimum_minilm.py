@@ -115,7 +115,7 @@ def gemm_share(config: dict, rows: list[dict], rate: dict) -> dict:
     for row in rows:
         if row["export"] == "fastattn-int8":
             achieved = gemm_ops(config, row["batch"], row["sequence"]) / row["p50_ms"] / 1e6
-            found[f"B{row['batch']} S{row['sequence']}"] = {"gops": round(achieved, 1), "share": round(achieved / best, 3)}
+            found[f"B{row['batch']} S{row['sequence']}"] = {"gops": float(f"{achieved:.4g}"), "share": float(f"{achieved / best:.3g}")}
     return {"machine_u8s8_gops": best, "int8_model": found, "target": GEMM_TARGET}
 
 

@@ -56,8 +56,9 @@ def run(sizes: Sizes) -> dict:
         with torch.no_grad():
             sliding = median_ms(lambda: attend(q, k, v, AttentionSpec(heads, heads, True, window)), sizes.repeats)
             causal = median_ms(lambda: attend(q, k, v, AttentionSpec(heads, heads, True)), sizes.repeats)
-        rows.append({"sequence": S, "sliding_ms": round(sliding, 1), "full_causal_ms": round(causal, 1),
-                     "full_over_sliding": round(causal / sliding, 2)})  # fmt: skip
+        # 4 significant digits, not a fixed number of decimals: a smoke run's sub-0.05 ms figures stay nonzero
+        rows.append({"sequence": S, "sliding_ms": float(f"{sliding:.4g}"), "full_causal_ms": float(f"{causal:.4g}"),
+                     "full_over_sliding": float(f"{causal / sliding:.3g}")})  # fmt: skip
         print(rows[-1])
     return {"machine": describe(THREADS), "heads": heads, "head_size": sizes.head_size, "window": window,
             "repeats": sizes.repeats, "statistic": "median", "rows": rows}  # fmt: skip
