@@ -37,7 +37,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -297,13 +297,16 @@ class _Bound:
         return lambda: self.sess.run_with_iobinding(binding)
 
 
-def _decode_round(bound: _Bound, entry: GraphEntry, start: dict, steps: list[dict]) -> Round:
+def decode_round(run: Callable[[dict], dict], cache: Mapping[str, str], start: dict, steps: list[dict]) -> Round:
+    """One round of decode steps: ``run`` each step's inputs with the cache so far, then feed each
+    present (``cache``: past name -> present name) back as its past; one sample per step."""
+
     def round_(samples: list[float] | None) -> None:
         past = start
         for inputs in steps:
             t = time.perf_counter()
-            out = bound.run({**inputs, **past})
-            past = {p.past: out[p.present] for p in entry.cache}
+            out = run({**inputs, **past})
+            past = {p: out[q] for p, q in cache.items()}
             if samples is not None:
                 samples.append((time.perf_counter() - t) * 1e3)
 
@@ -337,7 +340,8 @@ def measure(job: Job) -> Row:
         b, entry = bound[spec.graph.name], spec.graph
         if spec.name == "decode":
             steps = step_inputs(entry, job.batch, job.sequence, settings.decode_steps, settings.seed)
-            round_ = _decode_round(b, entry, starts[entry.name], [b.values(s) for s in steps])
+            round_ = decode_round(b.run, {p.past: p.present for p in entry.cache}, starts[entry.name],
+                                  [b.values(s) for s in steps])  # fmt: skip
             sizes = sizes_for(entry, job.batch, 1, past=job.sequence)
             samples, warm = time_rounds(round_, settings, len(steps))
         else:

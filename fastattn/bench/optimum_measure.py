@@ -23,9 +23,9 @@ from fastattn.bench.measure import (
     THREAD_OPTIONS,
     CpuShare,
     Memory,
-    Round,
     _Bound,
     check_length,
+    decode_round,
     model_name,
     phase_plan,
     sizes_for,
@@ -95,21 +95,6 @@ def _session(job: Job, choice: ProviderChoice) -> ort.InferenceSession:
     return session
 
 
-def _decode_round(bound: _Bound, cache: dict[str, str], start: dict, steps: list[dict]) -> Round:
-    import time  # noqa: PLC0415
-
-    def round_(samples: list[float] | None) -> None:
-        past = start
-        for inputs in steps:
-            t = time.perf_counter()
-            out = bound.run({**inputs, **past})
-            past = {p: out[q] for p, q in cache.items()}
-            if samples is not None:
-                samples.append((time.perf_counter() - t) * 1e3)
-
-    return round_
-
-
 def measure_optimum(job: Job) -> Row:
     """Measure the Optimum model ``job.optimum`` on the inputs of the fastattn export in ``job.directory``."""
     if not job.optimum:
@@ -132,7 +117,7 @@ def measure_optimum(job: Job) -> Row:
             steps = step_inputs(entry, job.batch, job.sequence, settings.decode_steps, settings.seed)
             plain = [bound.values({k: v for k, v in optimum_feeds(inputs, s).items() if not k.startswith(PAST)})
                      for s in steps]  # fmt: skip
-            samples, warm = time_rounds(_decode_round(bound, cache, start, plain), settings, len(plain))
+            samples, warm = time_rounds(decode_round(bound.run, cache, start, plain), settings, len(plain))
             sizes = sizes_for(entry, job.batch, 1, past=job.sequence)
         else:
             sizes = sizes_for(entry, job.batch, job.sequence)

@@ -13,7 +13,6 @@ peak memory is measured the same way, from before the checkpoint is loaded.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -23,9 +22,9 @@ import torch
 from fastattn.bench.measure import (
     CpuShare,
     Memory,
-    Round,
     attention_label,
     check_length,
+    decode_round,
     model_name,
     phase_plan,
     sizes_for,
@@ -96,19 +95,6 @@ def _call(module: torch.nn.Module, entry: GraphEntry, inputs: Mapping[str, torch
     return dict(zip((s.name for s in entry.outputs), out, strict=True))
 
 
-def _decode_round(module, entry: GraphEntry, start: dict, steps: list[dict]) -> Round:
-    def round_(samples: list[float] | None) -> None:
-        past = start
-        for inputs in steps:
-            t = time.perf_counter()
-            out = _call(module, entry, {**inputs, **past})
-            past = {p.past: out[p.present] for p in entry.cache}
-            if samples is not None:
-                samples.append((time.perf_counter() - t) * 1e3)
-
-    return round_
-
-
 def measure_torch(job: Job) -> Row:
     """Measure PyTorch eager on ``job.checkpoint`` with the inputs of the export in ``job.directory``."""
     if not job.checkpoint:
@@ -137,7 +123,8 @@ def _measure(job: Job, manifest: Manifest, phases) -> Row:
             entry, module = spec.graph, modules[spec.graph.name]
             if spec.name == "decode":
                 steps = step_inputs(entry, job.batch, job.sequence, settings.decode_steps, settings.seed)
-                round_ = _decode_round(module, entry, starts[entry.name], [_tensors(s) for s in steps])
+                round_ = decode_round(lambda feeds: _call(module, entry, feeds), {p.past: p.present for p in entry.cache},
+                                      starts[entry.name], [_tensors(s) for s in steps])  # fmt: skip
                 sizes = sizes_for(entry, job.batch, 1, past=job.sequence)
                 samples, warm = time_rounds(round_, settings, len(steps))
             else:
