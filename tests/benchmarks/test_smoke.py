@@ -216,6 +216,23 @@ def test_genai_and_genai_graphs(tmp_path):
         measured(row["decode_ms"], *row["rounds_ms"])
 
 
+
+@pytest.mark.skipif(not GENAI_PY.is_file(), reason="no .venv-genai (make genai-env; not part of make test)")
+def test_genai_hf(tmp_path):
+    """One Hugging Face checkpoint read by GenAI's builder and by fastattn: identical weights, so the fp32
+    tokens of the two libraries and of transformers are equal."""
+    r = smoke("genai_hf", tmp_path)
+    rows = {row["name"]: row for row in r["rows"]}
+    assert set(rows) == {"fastattn-fp32", "fastattn-int4", "fastattn-kv-fp32", "fastattn-kv-int4", "genai-fp32",
+                         "genai-int4"}  # fmt: skip
+    for row in rows.values():
+        measured(row["tokens_per_s"], row["prefill_ms"], row["decode_ms_per_token"], row["peak_rss_mb"], row["size_mb"])
+        assert all(len(tokens) == r["settings"]["new"] for tokens in row["tokens"])
+    for name in ("fastattn-fp32", "fastattn-kv-fp32"):
+        assert rows[name]["agreement"]["identical"], rows[name]["agreement"]  # same weights, same greedy tokens
+    assert r["transformers_agreement"]["identical"] and r["genai_transformers_agreement"]["identical"]
+    measured(r["ratios"]["fp32"], r["ratios"]["int4"], r["ratios"]["int4_peak_rss"])
+
 def test_attention_quality(tmp_path):
     r = smoke("attention_quality", tmp_path)
     assert [row["pattern"] for row in r["rows"]] == ["sliding:16", "hierarchical:16"]
