@@ -271,3 +271,51 @@ def test_optimum_minilm(tmp_path):
     assert accuracy["optimum-o3"]["cosine_min"] > 0.9999
     assert accuracy["fastattn-int8"]["cosine"] > 0.99 and r["fastattn_int8"]["passed"]
     measured(r["gemm"]["machine_u8s8_gops"], *(v["gops"] for v in r["gemm"]["int8_model"].values()))
+
+
+def test_hf_families(tmp_path):
+    """An encoder and a decoder family on their tiny checkpoints: exported, validated, greedy tokens and gates."""
+    r = smoke("hf_families", tmp_path)
+    rows = r["rows"]
+    assert set(rows) == {"bert", "gpt2"} and r["new_tokens"] == 4
+    for name, row in rows.items():
+        measured(row["export_s"])
+        assert row["validation_passed"] and row["validation_worst_max_abs"] < 1e-4
+        assert row["attention_nodes"] == 2 == len(row["attention"])
+        for mode in ("int8", "int4"):
+            gate = row[mode]
+            assert gate["gate"] in ("passed", "failed") and gate["quantized_weights"] > 0
+            assert gate["outcome"] == "exported" or gate["outcome"].startswith("rejected: ")
+        assert row["int8"]["gate"] == "passed" and row["int8"]["outcome"] == "exported"
+    assert "greedy_equal_tokens" not in rows["bert"]  # an encoder generates nothing
+    assert rows["gpt2"]["greedy_equal_tokens"] == f"{4 * len(r['prompts'])}/{4 * len(r['prompts'])}"
+    measured(rows["gpt2"]["int8"]["float"]["perplexity"], rows["gpt2"]["int8"]["quantized"]["perplexity"])
+    measured(rows["bert"]["int8"]["quantized"]["cosine"])
+    assert all(kind.startswith("model:causal:") for kind in rows["gpt2"]["attention"])
+
+
+def test_hf_minilm(tmp_path):
+    """A tiny random BERT through the MiniLM script: fp32 and int8 exports beside transformers' BertModel."""
+    r = smoke("hf_minilm", tmp_path)
+    assert set(r["ms"]) == {"pytorch-eager", "fastattn-fp32", "fastattn-int8"}
+    measured(*r["ms"].values(), *r["speedup_vs_eager"].values(), *r["export_s"].values())
+    assert r["sentences"] == 8 and r["checkpoint"]["hidden_size"] == 64  # the tiny model, not the real one
+    assert r["validation_passed"] and r["validation_worst_max_rel"] < 1e-4
+    cos = r["pooled_cosine_vs_pytorch"]
+    assert cos["fp32"]["min"] > 0.99999  # the float export computes what transformers computes
+    assert cos["int8"]["min"] > 0.99 and r["int8_gate"]["passed"] and r["int8_gate"]["quantized"] > 0
+    assert r["attention_nodes"] == 2
+
+
+def test_hf_routes(tmp_path):
+    """A tiny Llama exported both ways into fastattn: the two exports agree with each other and with transformers."""
+    r = smoke("hf_routes", tmp_path)
+    rows = r["rows"]
+    assert set(rows) == {"mapped", "attention-interface"} and r["sequence"] == 32
+    for row in rows.values():
+        measured(row["prefill_ms"], row["export_seconds"])
+        assert row["validation_passed"] and row["validation_worst_max_rel"] < 1e-3
+        assert row["attention_nodes"] == r["llama"]["num_hidden_layers"]
+    assert rows["mapped"]["cache"] and not rows["attention-interface"]["cache"]
+    assert r["logits_max_abs_difference"] < 1e-4
+    measured(r["prefill_ratio_interface_over_mapped"])
