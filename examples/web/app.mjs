@@ -69,6 +69,9 @@ async function createSession(manifest, graph, ep) {
   const disabled = manifest.session?.disabled_optimizers ?? [];
   // onnxruntime-web's `extra` entries become session config entries: this one is Python's disabled_optimizers
   if (disabled.length) options.extra = { "optimization.disable_specified_optimizers": disabled.join(";") };
+  // weights above 1 MiB lie beside the graph (fastattn/onnx_files.py); the graph names them by file name
+  const data = `${graph.file}.data`;
+  if ((manifest.files ?? []).includes(data)) options.externalData = [{ path: data, data: new URL(data, MODEL).href }];
   return ort.InferenceSession.create(new URL(graph.file, MODEL).href, options);
 }
 

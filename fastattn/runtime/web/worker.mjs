@@ -17,8 +17,8 @@
 //      -> {"failed": {rule: why}, "cases": [{"name", "results": {rule: {ms, max_abs, scale} | {error}}}]}
 //   A tensor is {"name", "dtype", "dims", "file"} (raw bytes of that dtype).
 
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, readFileSync } from "node:fs";
+import { basename, join } from "node:path";
 import { pathToFileURL } from "node:url";
 
 const ARRAYS = { float32: Float32Array, int64: BigInt64Array, int32: Int32Array, uint8: Uint8Array, bool: Uint8Array };
@@ -51,6 +51,8 @@ async function session(ort, request, graph) {
   if (graph.disabled_optimizers?.length) {
     options.extra = { "optimization.disable_specified_optimizers": graph.disabled_optimizers.join(";") };
   }
+  const data = `${graph.file}.data`; // weights beside the graph (fastattn/onnx_files.py), named in it by base name
+  if (existsSync(data)) options.externalData = [{ path: basename(data), data: readFileSync(data) }];
   return ort.InferenceSession.create(readFileSync(graph.file), options);
 }
 
