@@ -48,8 +48,9 @@ _INT8_BASIS = (
     "quantized: the gate judges accuracy; these bounds catch broken graphs. Measured "
     "(benchmarks/results/quantized_validation.md): correct int8 exports (MiniLM-L6, a trained byte LM, a random "
     "6x512 Llama, tiny Hugging Face checkpoints) reach row cosine >= 0.994 and token cosine >= 0.986 (worst: "
-    "tiny Llama); their broken copies (first or last quantized weight zeroed, attention mask ignored) at best "
-    "0.940 and 0.827 (tiny BERT, mask ignored); 0.98 and 0.97 lie between."
+    "tiny Llama), and token cosine 0.967 on a tiny random Qwen2 at 323 tokens, 20 times its window "
+    "(benchmarks/results/hf_families.md); their broken copies (first or last quantized weight zeroed, attention "
+    "mask ignored) at best 0.940 and 0.827 (tiny BERT, mask ignored); 0.98 and 0.9 lie between."
 )
 _INT4_BASIS = (
     "quantized: the gate judges accuracy; these bounds catch broken graphs. Measured "
@@ -62,7 +63,7 @@ _INT4_BASIS = (
 TOLERANCES = {
     Precision.FP32: Tolerance(atol=1e-5, rtol=1e-4, min_cosine=0.99999),
     Precision.FP16: Tolerance(atol=1e-3, rtol=3e-2, min_cosine=0.999),
-    Precision.INT8: Tolerance(None, None, 0.98, min_row_cosine=0.98, min_token_cosine=0.97, basis=_INT8_BASIS),
+    Precision.INT8: Tolerance(None, None, 0.98, min_row_cosine=0.98, min_token_cosine=0.9, basis=_INT8_BASIS),
     Precision.INT4: Tolerance(None, None, 0.6, min_row_cosine=0.6, min_token_cosine=0.2, basis=_INT4_BASIS),
 }
 
