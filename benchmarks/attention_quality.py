@@ -26,6 +26,7 @@ import torch
 from benchmarks.record import add_options, command, out_dir, smoke_cache, work_dir, write
 from fastattn.bench import Plan, Settings, bench
 from fastattn.bench.plan import default_threads
+from fastattn.bench.records import BenchResult
 from fastattn.bench.table import about, markdown
 from fastattn.exporter.lowering.measure import ShapeCase
 from fastattn.exporter.pipeline import ExportOptions, export
@@ -96,30 +97,73 @@ def main(argv: list[str] | None = None) -> int:
         row["prefill_ms"] = {s: prefill.get((directory.name, s)) for s in sequences}
         row["decode_tokens_per_s"] = {s: decode.get((directory.name, s)) for s in sequences}
     cmd = command("attention_quality", *(["--smoke"] if args.smoke else []))
+    record = {"command": cmd, "config": base.to_dict(), "training": training, "sequences": list(sequences),
+              "rows": rows, "bench": result.to_dict()}  # fmt: skip
+    text = report(record, result)
+    write(out, stem, record, text)
+    print(text)
+    return 1 if result.failures else 0
+
+
+def report(record: dict, result: BenchResult) -> str:
+    """The markdown of a record (also from a saved JSON: ``report(r, BenchResult.from_dict(r["bench"]))``)."""
+    config, training, rows = record["config"], record["training"], record["rows"]
+    sequences = record.get("sequences") or sorted({int(s) for row in rows for s in row["prefill_ms"]})
+
+    def at(row: dict, key: str, s: int):  # JSON turns the int keys into strings
+        return row[key].get(s, row[key].get(str(s)))
+
     head = " | ".join(f"prefill {s} ms | decode tok/s after {s}" for s in sequences)
-    lines = [f"| attention | held-out perplexity | {head} | kernel |", "|---|---:|" + "---:|---:|" * len(sequences) + "---|"]
+    lines = [
+        f"| attention | held-out perplexity | {head} | kernel |",
+        "|---|---:|" + "---:|---:|" * len(sequences) + "---|",
+    ]
     for row in rows:
-        cells = " | ".join(f"{_fmt(row['prefill_ms'][s])} | {_fmt(row['decode_tokens_per_s'][s])}" for s in sequences)
-        lines.append(f"| {row['pattern']} | {row['perplexity']:.3f} | {cells} | {', '.join(row['kernel'])} |")
-    text = [
+        cells = " | ".join(
+            f"{_fmt(at(row, 'prefill_ms', s))} | {_fmt(at(row, 'decode_tokens_per_s', s))}" for s in sequences
+        )
+        kernel = "; ".join(k.replace(" | ", ", ") for k in row["kernel"])  # a cell: no "|" inside
+        lines.append(f"| {row['pattern']} | {row['perplexity']:.3f} | {cells} | {kernel} |")
+    return "\n".join([
         "# Quality against cost: full, sliding, global+local and hierarchical attention in one 6-layer LM",
         "",
-        f"`{base.name}`: {len(base.decoder_layers)} layers, d={base.d_model}, {base.num_heads}/{base.kv_heads} heads, "
-        f"ffn {base.ffn_dim}, byte vocabulary, every layer one pattern (equal parameters); `fastattn train lm` "
-        f"{training['steps']} steps of {training['batch']} x {training['seq']} tokens, seed 0, on the stdlib corpus; "
-        "perplexity on its held-out files at the training length. Prefill and decode: the CPU export, batch 1, "
-        f"`fastattn bench`. Reproduce: `{cmd}`.",
+        f"`{config['name']}`: {len(config['decoder_layers'])} layers, d={config['d_model']}, {config['num_heads']}/"
+        f"{config['kv_heads']} heads, ffn {config['ffn_dim']}, byte vocabulary, every layer one pattern (equal "
+        f"parameters); `fastattn train lm` {training['steps']} steps of {training['batch']} x {training['seq']} tokens, "
+        "seed 0, on the stdlib corpus; perplexity on its held-out files at the training length. Prefill and decode: "
+        f"the CPU export, batch 1, `fastattn bench`. Reproduce: `{record['command']}`.",
         "",
         about(result),
         *lines,
         "",
+        *_against_window(rows, sequences, at),
+        "",
         markdown(result),
+    ]) + "\n"  # fmt: skip
+
+
+def _against_window(rows: list[dict], sequences, at) -> list[str]:
+    """Each other pattern beside the plain sliding window: perplexity, prefill time and decode speed as ratios."""
+    window = next((r for r in rows if r["pattern"].startswith("sliding:")), None)
+    if window is None:
+        return []
+    out = [
+        f"Against {window['pattern']} (ratios, same run; perplexity: lower is better, prefill: time, decode: speed):",
+        "",
     ]
-    record = {"command": cmd, "config": base.to_dict(), "training": training, "rows": rows,
-              "bench": result.to_dict()}  # fmt: skip
-    write(out, stem, record, "\n".join(text) + "\n")
-    print("\n".join(lines))
-    return 1 if result.failures else 0
+    for row in rows:
+        if row is window:
+            continue
+        parts = [f"perplexity {row['perplexity'] / window['perplexity']:.2f}x"]
+        for s in sequences:
+            prefill, base = at(row, "prefill_ms", s), at(window, "prefill_ms", s)
+            decode, base_decode = at(row, "decode_tokens_per_s", s), at(window, "decode_tokens_per_s", s)
+            if prefill and base:
+                parts.append(f"prefill {s} {prefill / base:.2f}x")
+            if decode and base_decode:
+                parts.append(f"decode after {s} {decode / base_decode:.2f}x")
+        out.append(f"- {row['pattern']}: " + ", ".join(parts))
+    return out
 
 
 def _fmt(x) -> str:
