@@ -280,8 +280,8 @@ def _search(report: QuantizationReport, results: list[QuantResult], attempt, man
 def _fold_transposes(directory: Path, file: str) -> None:
     """A tied LM head's ``MatMul(x, Transpose(embedding))`` gets its own weight, so it is quantized too."""
     model = ir.load(directory / file)
+    ir.external_data.load_to_model(model)  # its weights may lie in the file replaced below
     if fold_weight_transposes(model):
-        ir.external_data.load_to_model(model)  # its weights may lie in the file about to be replaced
         for stale in directory.glob(f"{file}*"):
             stale.unlink()
         save_model(model, directory, file)

@@ -16,15 +16,24 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
+from fastattn.onnx_files import save_model
 from fastattn.onnx_names import module_path
 
 QUANTIZED = ("MatMulInteger", "MatMulNBits", "DynamicQuantizeMatMul")
 
 
+def _load(path: Path) -> ir.Model:
+    """The graph at ``path`` with its weights in memory: :func:`_save` replaces the file they may lie in."""
+    model = ir.load(path)
+    ir.external_data.load_to_model(model)
+    return model
+
+
 def _save(model: ir.Model, path: Path) -> None:
+    """Replace the graph at ``path`` and its weights file."""
     for stale in path.parent.glob(f"{path.name}*"):
         stale.unlink()
-    ir.save(model, path)
+    save_model(model, path.parent, path.name)
 
 
 def quantized_nodes(model: ir.Model) -> list[ir.Node]:
@@ -33,7 +42,7 @@ def quantized_nodes(model: ir.Model) -> list[ir.Node]:
 
 def zero_weight(path: Path, k: int) -> str:
     """Zero the ``k``-th quantized weight of the graph in ``path`` (in place); the module it belongs to."""
-    model = ir.load(path)
+    model = _load(path)
     node = quantized_nodes(model)[k]
     if node.op_type == "MatMulNBits":
         scales = node.inputs[2]
@@ -50,7 +59,7 @@ def zero_weight(path: Path, k: int) -> str:
 
 def ignore_mask(path: Path) -> None:
     """Replace ``attention_mask`` inside the graph in ``path`` with ones of its shape (in place)."""
-    model = ir.load(path)
+    model = _load(path)
     graph = model.graph
     mask = next(v for v in graph.inputs if v.name == "attention_mask")
     uses = list(mask.uses())
@@ -65,7 +74,7 @@ def ignore_mask(path: Path) -> None:
 
 def nan_output(path: Path, name: str) -> None:
     """Make output ``name`` of the graph in ``path`` NaN where it is largest (in place): ``Where(x == max x, NaN, x)``."""
-    model = ir.load(path)
+    model = _load(path)
     graph = model.graph
     out = next(v for v in graph.outputs if v.name == name)
     out.name = f"{name}_before_nan"

@@ -108,6 +108,20 @@ def test_broken_quantized_export_fails(quantized, case, breaker, tmp_path):
         assert all(c.padded for c, _ in failures)
 
 
+def test_broken_copy_of_an_export_with_its_weights_beside_the_graph(quantized, tmp_path):
+    """Weights in model.onnx.data (real models' layout): a breaker reads them before it replaces the graph and
+    its weights file, so the broken copy loads and fails validation, not loading."""
+    model, out = quantized["lm-int8"]
+    copy = tmp_path / "broken"
+    shutil.copytree(out, copy)
+    graph = copy / Manifest.load(copy).graphs[0].file
+    ir.save(ir.load(graph), graph, external_data=f"{graph.name}.data", size_threshold_bytes=0)  # weights inline before
+    assert graph.with_name(graph.name + ".data").is_file()
+    zero_weight(graph, 0)
+    with pytest.raises(ValidationFailed, match="least row cosine"):
+        revalidate(model, copy, threads=1)
+
+
 @pytest.mark.parametrize("case", ["lm-int4", "bert-int8"])
 def test_nan_output_fails(quantized, case, tmp_path):
     output = "logits" if case.startswith("lm") else "last_hidden_state"
