@@ -5,7 +5,8 @@ The same model (preset ``default``'s recipe: RMSNorm, SwiGLU, rotary, GQA; 6 lay
 parameters; trained on the stdlib corpus with the same data, steps, batch, sequence length
 and seed (``fastattn train lm`` through the training cache, so a rerun trains nothing).
 Each is scored on its held-out text at the training length (perplexity; the longest range a
-query can use there is the whole 1024-token sequence), exported for the CPU EP (lowering
+query can use there is the whole 1024-token sequence) and over 8 held-out windows of 4096 tokens
+(four times the training length: how each pattern carries past what it was trained on), exported for the CPU EP (lowering
 measured at a 4096-token prefill) and timed by ``fastattn bench`` at prefill S = 4096 and
 16384, batch 1, 2 threads.
 
@@ -41,9 +42,10 @@ BASE = preset("default").replace(name="quality-6x128", d_model=128, num_heads=4,
 PATTERNS = ("full", "sliding:64", "global_local:8:64", "hierarchical:32", "hierarchical:64")
 TRAINING = {"steps": 300, "batch": 8, "seq": 1024}
 SEQUENCES = (4096, 16384)
+LONG = {"seq": 4096, "windows": 8}  # held-out perplexity beyond the training length (4x), PyTorch
 PROFILE = (ShapeCase("prefill", 1, 4096), ShapeCase("decode", 1, 1, past=4096))
 SMOKE = {"patterns": ("sliding:16", "hierarchical:16"), "training": {"steps": 4, "batch": 2, "seq": 64},
-         "sequences": (64, 128), "profile": (ShapeCase("prefill", 1, 64), ShapeCase("decode", 1, 1, past=64)),
+         "sequences": (64, 128), "long": {"seq": 128, "windows": 2}, "profile": (ShapeCase("prefill", 1, 64), ShapeCase("decode", 1, 1, past=64)),
          "base": BASE.replace(name="quality-smoke", d_model=32, num_heads=4, kv_heads=2, ffn_dim=64,
                               decoder_layers=parse_patterns("full") * 2)}  # fmt: skip
 
@@ -64,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     sequences = SMOKE["sequences"] if args.smoke else SEQUENCES
     profile = SMOKE["profile"] if args.smoke else PROFILE
     base = SMOKE["base"] if args.smoke else BASE
+    long = SMOKE["long"] if args.smoke else LONG
     out = out_dir(args)
     workdir = args.workdir or work_dir(args, out, "attention-quality")
     if args.smoke:
@@ -73,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         config = config_for(base, pattern)
         start = time.perf_counter()
         ckpt = trained("lm", config, **training)
-        _, _, metrics = checkpoint.extras(torch.load(ckpt, weights_only=True))
+        payload = torch.load(ckpt, weights_only=True)
+        tokenizer, _, metrics = checkpoint.extras(payload)
+        far = long_perplexity(checkpoint.from_payload(payload), tokenizer, **long)
         directory = workdir / config.name
         if not (directory / "fastattn.json").exists():
             print(f"exporting {directory.name}", flush=True)
@@ -82,10 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         exports.append(directory)
         record = json.loads(ckpt.with_suffix(".json").read_text()) if ckpt.with_suffix(".json").exists() else {}
         rows.append({"pattern": pattern, "perplexity": metrics["perplexity"], "loss": metrics["loss"],
+                     "long_perplexity": far, "long": long,
                      "train_seconds": record.get("seconds"), "checkpoint": str(ckpt),
                      "kernel": sorted({a.lowering for a in Manifest.load(directory).attention}),
                      "ready_seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
-        print(f"{pattern}: held-out perplexity {metrics['perplexity']:.3f}", flush=True)
+        print(
+            f"{pattern}: held-out perplexity {metrics['perplexity']:.3f}, at {long['seq']} tokens {far:.3f}", flush=True
+        )
     settings = Settings(args.threads, warmup=1, repeats=2, min_time=0.0, decode_steps=2) if args.smoke else (
         Settings(args.threads, warmup=2, repeats=5, min_time=0.0, decode_steps=4))  # fmt: skip
     plan = Plan.create(exports, ["cpu"], batches=(1,), sequences=sequences, sweep=True, settings=settings)
@@ -114,23 +122,28 @@ def report(record: dict, result: BenchResult) -> str:
         return row[key].get(s, row[key].get(str(s)))
 
     head = " | ".join(f"prefill {s} ms | decode tok/s after {s}" for s in sequences)
+    far = rows[0].get("long")  # records made before the column have none
+    far_head = f" perplexity at {far['seq']} |" if far else ""
     lines = [
-        f"| attention | held-out perplexity | {head} | kernel |",
-        "|---|---:|" + "---:|---:|" * len(sequences) + "---|",
+        f"| attention | held-out perplexity |{far_head} {head} | kernel |",
+        "|---|---:|" + ("---:|" if far else "") + "---:|---:|" * len(sequences) + "---|",
     ]
     for row in rows:
         cells = " | ".join(
             f"{_fmt(at(row, 'prefill_ms', s))} | {_fmt(at(row, 'decode_tokens_per_s', s))}" for s in sequences
         )
         kernel = "; ".join(k.replace(" | ", ", ") for k in row["kernel"])  # a cell: no "|" inside
-        lines.append(f"| {row['pattern']} | {row['perplexity']:.3f} | {cells} | {kernel} |")
+        far_cell = f" {row['long_perplexity']:.3f} |" if far else ""
+        lines.append(f"| {row['pattern']} | {row['perplexity']:.3f} |{far_cell} {cells} | {kernel} |")
     return "\n".join([
         "# Quality against cost: full, sliding, global+local and hierarchical attention in one 6-layer LM",
         "",
         f"`{config['name']}`: {len(config['decoder_layers'])} layers, d={config['d_model']}, {config['num_heads']}/"
         f"{config['kv_heads']} heads, ffn {config['ffn_dim']}, byte vocabulary, every layer one pattern (equal "
         f"parameters); `fastattn train lm` {training['steps']} steps of {training['batch']} x {training['seq']} tokens, "
-        "seed 0, on the stdlib corpus; perplexity on its held-out files at the training length. Prefill and decode: "
+        "seed 0, on the stdlib corpus; perplexity on its held-out files at the training length"
+        + (f", and over {far['windows']} held-out windows of {far['seq']} tokens (PyTorch)" if far else "")
+        + ". Prefill and decode: "
         f"the CPU export, batch 1, `fastattn bench`. Reproduce: `{record['command']}`.",
         "",
         about(result),
@@ -155,6 +168,8 @@ def _against_window(rows: list[dict], sequences, at) -> list[str]:
         if row is window:
             continue
         parts = [f"perplexity {row['perplexity'] / window['perplexity']:.2f}x"]
+        if row.get("long_perplexity") and window.get("long_perplexity"):
+            parts.append(f"at {row['long']['seq']} tokens {row['long_perplexity'] / window['long_perplexity']:.2f}x")
         for s in sequences:
             prefill, base = at(row, "prefill_ms", s), at(window, "prefill_ms", s)
             decode, base_decode = at(row, "decode_tokens_per_s", s), at(window, "decode_tokens_per_s", s)
@@ -164,6 +179,16 @@ def _against_window(rows: list[dict], sequences, at) -> list[str]:
                 parts.append(f"decode after {s} {decode / base_decode:.2f}x")
         out.append(f"- {row['pattern']}: " + ", ".join(parts))
     return out
+
+
+def long_perplexity(model, tokenizer: dict, seq: int, windows: int) -> float:
+    """Held-out perplexity over ``windows`` windows of ``seq`` tokens (the training task's own evaluation)."""
+    from fastattn.train import corpus
+    from fastattn.train.tasks import make
+    from fastattn.train.tokenizer import from_dict
+
+    task = make("lm", model.config, corpus.load(), from_dict(tokenizer), seq=seq)
+    return task.metrics(model, task.eval_set(windows), batch_size=1)["perplexity"]
 
 
 def _fmt(x) -> str:
