@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         exports.append(directory)
         record = json.loads(ckpt.with_suffix(".json").read_text()) if ckpt.with_suffix(".json").exists() else {}
         rows.append({"pattern": pattern, "perplexity": metrics["perplexity"], "loss": metrics["loss"],
-                     "long_perplexity": far, "long": long,
+                     "long_perplexity": far,
                      "train_seconds": record.get("seconds"), "checkpoint": str(ckpt),
                      "kernel": sorted({a.lowering for a in Manifest.load(directory).attention}),
                      "ready_seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         row["prefill_ms"] = {s: prefill.get((directory.name, s)) for s in sequences}
         row["decode_tokens_per_s"] = {s: decode.get((directory.name, s)) for s in sequences}
     cmd = command("attention_quality", *(["--smoke"] if args.smoke else []))
-    record = {"command": cmd, "config": base.to_dict(), "training": training, "sequences": list(sequences),
-              "rows": rows, "bench": result.to_dict()}  # fmt: skip
+    record = {"command": cmd, "config": base.to_dict(), "training": training, "long": long,
+              "sequences": list(sequences), "rows": rows, "bench": result.to_dict()}  # fmt: skip
     text = report(record, result)
     write(out, stem, record, text)
     print(text)
@@ -115,47 +115,43 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(record: dict, result: BenchResult) -> str:
     """The markdown of a record (also from a saved JSON: ``report(r, BenchResult.from_dict(r["bench"]))``)."""
-    config, training, rows = record["config"], record["training"], record["rows"]
-    sequences = record.get("sequences") or sorted({int(s) for row in rows for s in row["prefill_ms"]})
+    config, training, far, rows = record["config"], record["training"], record["long"], record["rows"]
+    sequences = record["sequences"]
 
     def at(row: dict, key: str, s: int):  # JSON turns the int keys into strings
         return row[key].get(s, row[key].get(str(s)))
 
     head = " | ".join(f"prefill {s} ms | decode tok/s after {s}" for s in sequences)
-    far = rows[0].get("long")  # records made before the column have none
-    far_head = f" perplexity at {far['seq']} |" if far else ""
     lines = [
-        f"| attention | held-out perplexity |{far_head} {head} | kernel |",
-        "|---|---:|" + ("---:|" if far else "") + "---:|---:|" * len(sequences) + "---|",
+        f"| attention | held-out perplexity | perplexity at {far['seq']} | {head} | kernel |",
+        "|---|---:|---:|" + "---:|---:|" * len(sequences) + "---|",
     ]
     for row in rows:
         cells = " | ".join(
             f"{_fmt(at(row, 'prefill_ms', s))} | {_fmt(at(row, 'decode_tokens_per_s', s))}" for s in sequences
         )
         kernel = "; ".join(k.replace(" | ", ", ") for k in row["kernel"])  # a cell: no "|" inside
-        far_cell = f" {row['long_perplexity']:.3f} |" if far else ""
-        lines.append(f"| {row['pattern']} | {row['perplexity']:.3f} |{far_cell} {cells} | {kernel} |")
+        lines.append(f"| {row['pattern']} | {row['perplexity']:.3f} | {row['long_perplexity']:.3f} | {cells} | {kernel} |")
     return "\n".join([
         "# Quality against cost: full, sliding, global+local and hierarchical attention in one 6-layer LM",
         "",
         f"`{config['name']}`: {len(config['decoder_layers'])} layers, d={config['d_model']}, {config['num_heads']}/"
         f"{config['kv_heads']} heads, ffn {config['ffn_dim']}, byte vocabulary, every layer one pattern (equal "
         f"parameters); `fastattn train lm` {training['steps']} steps of {training['batch']} x {training['seq']} tokens, "
-        "seed 0, on the stdlib corpus; perplexity on its held-out files at the training length"
-        + (f", and over {far['windows']} held-out windows of {far['seq']} tokens (PyTorch)" if far else "")
-        + ". Prefill and decode: "
+        "seed 0, on the stdlib corpus; perplexity on its held-out files at the training length, and over "
+        f"{far['windows']} held-out windows of {far['seq']} tokens (PyTorch). Prefill and decode: "
         f"the CPU export, batch 1, `fastattn bench`. Reproduce: `{record['command']}`.",
         "",
         about(result),
         *lines,
         "",
-        *_against_window(rows, sequences, at),
+        *_against_window(rows, sequences, far["seq"], at),
         "",
         markdown(result),
     ]) + "\n"  # fmt: skip
 
 
-def _against_window(rows: list[dict], sequences, at) -> list[str]:
+def _against_window(rows: list[dict], sequences, far: int, at) -> list[str]:
     """Each other pattern beside the plain sliding window: perplexity, prefill time and decode speed as ratios."""
     window = next((r for r in rows if r["pattern"].startswith("sliding:")), None)
     if window is None:
@@ -167,9 +163,8 @@ def _against_window(rows: list[dict], sequences, at) -> list[str]:
     for row in rows:
         if row is window:
             continue
-        parts = [f"perplexity {row['perplexity'] / window['perplexity']:.2f}x"]
-        if row.get("long_perplexity") and window.get("long_perplexity"):
-            parts.append(f"at {row['long']['seq']} tokens {row['long_perplexity'] / window['long_perplexity']:.2f}x")
+        parts = [f"perplexity {row['perplexity'] / window['perplexity']:.2f}x",
+                 f"at {far} tokens {row['long_perplexity'] / window['long_perplexity']:.2f}x"]  # fmt: skip
         for s in sequences:
             prefill, base = at(row, "prefill_ms", s), at(window, "prefill_ms", s)
             decode, base_decode = at(row, "decode_tokens_per_s", s), at(window, "decode_tokens_per_s", s)

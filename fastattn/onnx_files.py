@@ -27,3 +27,18 @@ def save_model(model: ir.Model, directory: Path, file: str, threshold: int = EXT
         return [file, f"{file}.data"]
     ir.save(model, directory / file)
     return [file]
+
+
+def load_in_memory(path: Path) -> ir.Model:
+    """The graph at ``path`` with every weight read into memory, so that :func:`replace_model` may remove the
+    file they came from. Read them before touching any: a weight's array can still point into that file."""
+    model = ir.load(path)
+    ir.external_data.load_to_model(model)
+    return model
+
+
+def replace_model(model: ir.Model, directory: Path, file: str, threshold: int = EXTERNAL_DATA_THRESHOLD) -> list[str]:
+    """:func:`save_model`, after removing the graph ``directory/file`` had and its weights file."""
+    for stale in directory.glob(f"{file}*"):
+        stale.unlink()
+    return save_model(model, directory, file, threshold)

@@ -30,10 +30,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import onnx_ir as ir
-
 from fastattn.errors import InputError
-from fastattn.onnx_files import save_model
+from fastattn.onnx_files import load_in_memory, replace_model
 from fastattn.quantize import Mode, QuantOptions, QuantResult, WeightSite, quantize_file, weight_sites
 from fastattn.quantize.accuracy import (
     EVAL_FILE,
@@ -279,12 +277,9 @@ def _search(report: QuantizationReport, results: list[QuantResult], attempt, man
 
 def _fold_transposes(directory: Path, file: str) -> None:
     """A tied LM head's ``MatMul(x, Transpose(embedding))`` gets its own weight, so it is quantized too."""
-    model = ir.load(directory / file)
-    ir.external_data.load_to_model(model)  # its weights may lie in the file replaced below
+    model = load_in_memory(directory / file)
     if fold_weight_transposes(model):
-        for stale in directory.glob(f"{file}*"):
-            stale.unlink()
-        save_model(model, directory, file)
+        replace_model(model, directory, file)
 
 
 def _keep_per_graph(keep: tuple[str, ...], sites: dict[str, list[WeightSite]]) -> dict[str, tuple[str, ...]]:

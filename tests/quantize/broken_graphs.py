@@ -16,24 +16,10 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from fastattn.onnx_files import save_model
+from fastattn.onnx_files import load_in_memory, replace_model
 from fastattn.onnx_names import module_path
 
 QUANTIZED = ("MatMulInteger", "MatMulNBits", "DynamicQuantizeMatMul")
-
-
-def _load(path: Path) -> ir.Model:
-    """The graph at ``path`` with its weights in memory: :func:`_save` replaces the file they may lie in."""
-    model = ir.load(path)
-    ir.external_data.load_to_model(model)
-    return model
-
-
-def _save(model: ir.Model, path: Path) -> None:
-    """Replace the graph at ``path`` and its weights file."""
-    for stale in path.parent.glob(f"{path.name}*"):
-        stale.unlink()
-    save_model(model, path.parent, path.name)
 
 
 def quantized_nodes(model: ir.Model) -> list[ir.Node]:
@@ -42,7 +28,7 @@ def quantized_nodes(model: ir.Model) -> list[ir.Node]:
 
 def zero_weight(path: Path, k: int) -> str:
     """Zero the ``k``-th quantized weight of the graph in ``path`` (in place); the module it belongs to."""
-    model = _load(path)
+    model = load_in_memory(path)
     node = quantized_nodes(model)[k]
     if node.op_type == "MatMulNBits":
         scales = node.inputs[2]
@@ -53,13 +39,13 @@ def zero_weight(path: Path, k: int) -> str:
         value = weight.const_value.numpy()
         fill = zero.const_value.numpy() if zero is not None else np.zeros((), value.dtype)
         weight.const_value = ir.tensor(np.broadcast_to(fill, value.shape).astype(value.dtype).copy(), name=weight.name)
-    _save(model, path)
+    replace_model(model, path.parent, path.name)
     return module_path(node) or node.name
 
 
 def ignore_mask(path: Path) -> None:
     """Replace ``attention_mask`` inside the graph in ``path`` with ones of its shape (in place)."""
-    model = _load(path)
+    model = load_in_memory(path)
     graph = model.graph
     mask = next(v for v in graph.inputs if v.name == "attention_mask")
     uses = list(mask.uses())
@@ -69,12 +55,12 @@ def ignore_mask(path: Path) -> None:
     for use in uses:
         use.node.replace_input_with(use.idx, ones.outputs[0])
     graph.insert_before(graph.node(0), [shape, ones])
-    _save(model, path)
+    replace_model(model, path.parent, path.name)
 
 
 def nan_output(path: Path, name: str) -> None:
     """Make output ``name`` of the graph in ``path`` NaN where it is largest (in place): ``Where(x == max x, NaN, x)``."""
-    model = _load(path)
+    model = load_in_memory(path)
     graph = model.graph
     out = next(v for v in graph.outputs if v.name == name)
     out.name = f"{name}_before_nan"
@@ -87,4 +73,4 @@ def nan_output(path: Path, name: str) -> None:
     poisoned.outputs[0].name = name
     graph.extend([top, at, nan, poisoned])
     graph.outputs[graph.outputs.index(out)] = poisoned.outputs[0]
-    _save(model, path)
+    replace_model(model, path.parent, path.name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastattn.exporter.state import ExportState
 from fastattn.exporter.steps import Step
-from fastattn.onnx_files import save_model
+from fastattn.onnx_files import replace_model
 
 
 class Save(Step):
@@ -15,7 +15,6 @@ class Save(Step):
             model = state.models.get(entry.name)
             if model is None:
                 continue
-            for stale in state.directory.glob(f"{entry.file}*"):  # an earlier export's graph, being replaced
-                stale.unlink()
-            save_model(model, state.directory, entry.file, state.options.external_data_threshold)
+            # an earlier export's graph may be there, being replaced
+            replace_model(model, state.directory, entry.file, state.options.external_data_threshold)
             state.manifest.opsets[entry.name] = dict(model.opset_imports)
